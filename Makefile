@@ -1,0 +1,81 @@
+# Agentplane — one command per task. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TS := sdk-typescript-gen
+BUF := $(TS)/node_modules/.bin/buf
+IMAGE := .build/agentplane.binpb
+BASELINE := contract/baseline.binpb
+PY_SETUP := $(VENV)/.setup-stamp
+NPM_SETUP := $(TS)/node_modules/.setup-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help setup serve test gen check-gen image lint format breaking baseline bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(PY_SETUP): server/pyproject.toml sdk-python/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e ./sdk-python -e './server[dev]'
+	touch $@
+
+$(NPM_SETUP): $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(PY_SETUP) $(NPM_SETUP) ## Create .venv and install the server, SDKs and tools
+
+serve: $(PY_SETUP) ## Start the server on 127.0.0.1:50051 (SQLite in ./.agentplane)
+	$(VENV)/bin/agentplane serve
+
+test: setup ## Run the whole test suite (SQLite and PostgreSQL)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+image: setup ## Compile proto/ into the contract image .build/agentplane.binpb
+	$(PY) tools/build_image.py --out $(IMAGE)
+
+gen: image ## Regenerate the Python and TypeScript code from proto/
+	find sdk-python/src/agentplane -name '*_pb2*.py*' -delete
+	rm -rf sdk-python/src/buf $(TS)/src/gen
+	$(BUF) generate
+	$(PY) tools/build_image.py --validate-python sdk-python/src
+	$(PY) tools/build_image.py --out $(IMAGE) --contract-module sdk-python/src/agentplane/_contract.py \
+		--contract-ts $(TS)/src/gen/contract.ts
+
+check-gen: gen ## Fail when the committed generated code is stale
+	@if [ -n "$$(git status --porcelain -- sdk-python/src $(TS)/src/gen)" ]; then \
+		git status --short -- sdk-python/src $(TS)/src/gen; \
+		echo "generated code is stale: run 'make gen' and commit the result"; exit 1; \
+	fi
+
+format: setup ## Format the .proto files in place
+	$(BUF) format -w proto
+
+lint: image ## buf format + buf lint (STANDARD, COMMENTS) on the contracts, ruff on Python
+	$(BUF) format -d --exit-code proto
+	$(BUF) lint $(IMAGE) --path agentplane --config buf.yaml
+	$(VENV)/bin/ruff check server tests bench tools
+	$(VENV)/bin/ruff format --check server tests bench tools
+
+breaking: image ## buf breaking (FILE) against the released baseline and the previous commit
+	$(BUF) breaking $(IMAGE) --against $(BASELINE) --path agentplane --config buf.yaml
+	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:proto 2>/dev/null; then \
+		rm -rf .build/previous && mkdir -p .build/previous && \
+		git archive HEAD~1 proto | tar -x -C .build/previous && \
+		$(PY) tools/build_image.py --proto-dir .build/previous/proto --out .build/previous.binpb && \
+		$(BUF) breaking $(IMAGE) --against .build/previous.binpb --path agentplane --config buf.yaml && \
+		echo "no breaking change against HEAD~1"; \
+	else echo "no previous commit with proto/: skipped the HEAD~1 check"; fi
+
+baseline: image ## Record the current contract as the released baseline (on release only)
+	cp $(IMAGE) $(BASELINE)
+
+bench: setup ## Run the benchmarks; each prints JSON figures beside its baseline
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean: ## Remove build output (keeps .venv and data)
+	rm -rf .build
