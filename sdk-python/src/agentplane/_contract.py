@@ -2,4 +2,4 @@
 """The version of the Agentplane contract these generated modules were built from."""
 
 CONTRACT_VERSION = "1.0.0-alpha.1"
-CONTRACT_DIGEST = "sha256:66c030e3d1b00eb5c70ab9cfac30af45d10cc5f19d96b1fd94d6656197ae32b2"
+CONTRACT_DIGEST = "sha256:42262258cc7e2e0a76570c4b88f1e3271da6b94690a31fd5974d1129b4e64a99"

@@ -133,6 +133,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """ERROR_REASON_INTERNAL: an unexpected server fault; the log line with the same request id
     holds the cause. Code INTERNAL.
     """
+    ERROR_REASON_PROJECT_NOT_EMPTY: _ErrorReason.ValueType  # 28
+    """ERROR_REASON_PROJECT_NOT_EMPTY: DeleteProject without force on a project that still holds
+    data. Code FAILED_PRECONDITION; metadata "project_id".
+    """
+    ERROR_REASON_PROTECTED_RESOURCE: _ErrorReason.ValueType  # 29
+    """ERROR_REASON_PROTECTED_RESOURCE: the resource may not be removed (the `default` project, the
+    last active admin key). Code FAILED_PRECONDITION; metadata "resource_type", "resource_id".
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the values of `google.rpc.ErrorInfo.reason` that Agentplane sends, always
@@ -251,5 +259,13 @@ another message. Code UNAUTHENTICATED.
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 27
 """ERROR_REASON_INTERNAL: an unexpected server fault; the log line with the same request id
 holds the cause. Code INTERNAL.
+"""
+ERROR_REASON_PROJECT_NOT_EMPTY: ErrorReason.ValueType  # 28
+"""ERROR_REASON_PROJECT_NOT_EMPTY: DeleteProject without force on a project that still holds
+data. Code FAILED_PRECONDITION; metadata "project_id".
+"""
+ERROR_REASON_PROTECTED_RESOURCE: ErrorReason.ValueType  # 29
+"""ERROR_REASON_PROTECTED_RESOURCE: the resource may not be removed (the `default` project, the
+last active admin key). Code FAILED_PRECONDITION; metadata "resource_type", "resource_id".
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from agentplane.common.v1 import usage_pb2 as agentplane_dot_common_dot_v1_dot_usage__pb2
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#agentplane/session/v1/session.proto\x12\x15\x61gentplane.session.v1\x1a agentplane/common/v1/usage.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x05\n\x07Session\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x1d\n\nproject_id\x18\x02 \x01(\tR\tprojectId\x12\x14\n\x05title\x18\x03 \x01(\tR\x05title\x12\x17\n\x07user_id\x18\x04 \x01(\tR\x06userId\x12\x1b\n\tagent_ids\x18\x05 \x03(\tR\x08\x61gentIds\x12\x42\n\x06labels\x18\x06 \x03(\x0b\x32*.agentplane.session.v1.Session.LabelsEntryR\x06labels\x12\x33\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12\x39\n\x05state\x18\x08 \x01(\x0e\x32#.agentplane.session.v1.SessionStateR\x05state\x12*\n\x11parent_session_id\x18\t \x01(\tR\x0fparentSessionId\x12,\n\x12\x66orked_at_sequence\x18\n \x01(\x03R\x10\x66orkedAtSequence\x12#\n\rmessage_count\x18\x0b \x01(\x03R\x0cmessageCount\x12#\n\rlast_sequence\x18\x0c \x01(\x03R\x0clastSequence\x12\x31\n\x05usage\x18\r \x01(\x0b\x32\x1b.agentplane.common.v1.UsageR\x05usage\x12;\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x12\n\x04\x65tag\x18\x10 \x01(\tR\x04\x65tag\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"g\n\x08ToolCall\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12%\n\x0e\x61rguments_json\x18\x03 \x01(\tR\rargumentsJson\"\x9a\x04\n\x07Message\x12\x1d\n\nmessage_id\x18\x01 \x01(\tR\tmessageId\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\x12\x1a\n\x08sequence\x18\x03 \x01(\x03R\x08sequence\x12/\n\x04role\x18\x04 \x01(\x0e\x32\x1b.agentplane.session.v1.RoleR\x04role\x12\x18\n\x07\x63ontent\x18\x05 \x01(\tR\x07\x63ontent\x12\x19\n\x08\x61gent_id\x18\x06 \x01(\tR\x07\x61gentId\x12\x19\n\x08trace_id\x18\x07 \x01(\tR\x07traceId\x12\x17\n\x07span_id\x18\x08 \x01(\tR\x06spanId\x12>\n\ntool_calls\x18\t \x03(\x0b\x32\x1f.agentplane.session.v1.ToolCallR\ttoolCalls\x12 \n\x0ctool_call_id\x18\n \x01(\tR\ntoolCallId\x12\x14\n\x05model\x18\x0b \x01(\tR\x05model\x12\x31\n\x05usage\x18\x0c \x01(\x0b\x32\x1b.agentplane.common.v1.UsageR\x05usage\x12\x33\n\x08metadata\x18\r \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12;\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime*a\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x01\x12\x18\n\x14SESSION_STATE_CLOSED\x10\x02*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#agentplane/session/v1/session.proto\x12\x15\x61gentplane.session.v1\x1a agentplane/common/v1/usage.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x06\n\x07Session\x12\'\n\nsession_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\tsessionId\x12\x1d\n\nproject_id\x18\x02 \x01(\tR\tprojectId\x12\x1e\n\x05title\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04R\x05title\x12!\n\x07user_id\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02R\x06userId\x12\x1b\n\tagent_ids\x18\x05 \x03(\tR\x08\x61gentIds\x12t\n\x06labels\x18\x06 \x03(\x0b\x32*.agentplane.session.v1.Session.LabelsEntryB0\xbaH-\x9a\x01*\x10@\"\x1fr\x1d\x10\x01\x18?2\x17^[a-z0-9][a-z0-9_./-]*$*\x05r\x03\x18\x80\x02R\x06labels\x12\x33\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12\x43\n\x05state\x18\x08 \x01(\x0e\x32#.agentplane.session.v1.SessionStateB\x08\xbaH\x05\x82\x01\x02\x10\x01R\x05state\x12*\n\x11parent_session_id\x18\t \x01(\tR\x0fparentSessionId\x12,\n\x12\x66orked_at_sequence\x18\n \x01(\x03R\x10\x66orkedAtSequence\x12#\n\rmessage_count\x18\x0b \x01(\x03R\x0cmessageCount\x12#\n\rlast_sequence\x18\x0c \x01(\x03R\x0clastSequence\x12\x31\n\x05usage\x18\r \x01(\x0b\x32\x1b.agentplane.common.v1.UsageR\x05usage\x12;\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x1c\n\x04\x65tag\x18\x10 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01R\x04\x65tag\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"g\n\x08ToolCall\x12 \n\x0ctool_call_id\x18\x01 \x01(\tR\ntoolCallId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12%\n\x0e\x61rguments_json\x18\x03 \x01(\tR\rargumentsJson\"\x9a\x04\n\x07Message\x12\x1d\n\nmessage_id\x18\x01 \x01(\tR\tmessageId\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\x12\x1a\n\x08sequence\x18\x03 \x01(\x03R\x08sequence\x12/\n\x04role\x18\x04 \x01(\x0e\x32\x1b.agentplane.session.v1.RoleR\x04role\x12\x18\n\x07\x63ontent\x18\x05 \x01(\tR\x07\x63ontent\x12\x19\n\x08\x61gent_id\x18\x06 \x01(\tR\x07\x61gentId\x12\x19\n\x08trace_id\x18\x07 \x01(\tR\x07traceId\x12\x17\n\x07span_id\x18\x08 \x01(\tR\x06spanId\x12>\n\ntool_calls\x18\t \x03(\x0b\x32\x1f.agentplane.session.v1.ToolCallR\ttoolCalls\x12 \n\x0ctool_call_id\x18\n \x01(\tR\ntoolCallId\x12\x14\n\x05model\x18\x0b \x01(\tR\x05model\x12\x31\n\x05usage\x18\x0c \x01(\x0b\x32\x1b.agentplane.common.v1.UsageR\x05usage\x12\x33\n\x08metadata\x18\r \x01(\x0b\x32\x17.google.protobuf.StructR\x08metadata\x12;\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime*a\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x01\x12\x18\n\x14SESSION_STATE_CLOSED\x10\x02*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,16 +37,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SESSION_LABELSENTRY']._loaded_options = None
   _globals['_SESSION_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_SESSIONSTATE']._serialized_start=1551
-  _globals['_SESSIONSTATE']._serialized_end=1648
-  _globals['_ROLE']._serialized_start=1650
-  _globals['_ROLE']._serialized_end=1745
-  _globals['_SESSION']._serialized_start=160
-  _globals['_SESSION']._serialized_end=903
-  _globals['_SESSION_LABELSENTRY']._serialized_start=846
-  _globals['_SESSION_LABELSENTRY']._serialized_end=903
-  _globals['_TOOLCALL']._serialized_start=905
-  _globals['_TOOLCALL']._serialized_end=1008
-  _globals['_MESSAGE']._serialized_start=1011
-  _globals['_MESSAGE']._serialized_end=1549
+  _globals['_SESSION'].fields_by_name['session_id']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['session_id']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_SESSION'].fields_by_name['title']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['title']._serialized_options = b'\272H\005r\003\030\200\004'
+  _globals['_SESSION'].fields_by_name['user_id']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['user_id']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_SESSION'].fields_by_name['labels']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['labels']._serialized_options = b'\272H-\232\001*\020@\"\037r\035\020\001\030?2\027^[a-z0-9][a-z0-9_./-]*$*\005r\003\030\200\002'
+  _globals['_SESSION'].fields_by_name['state']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['state']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_SESSION'].fields_by_name['etag']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['etag']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_SESSIONSTATE']._serialized_start=1680
+  _globals['_SESSIONSTATE']._serialized_end=1777
+  _globals['_ROLE']._serialized_start=1779
+  _globals['_ROLE']._serialized_end=1874
+  _globals['_SESSION']._serialized_start=189
+  _globals['_SESSION']._serialized_end=1032
+  _globals['_SESSION_LABELSENTRY']._serialized_start=975
+  _globals['_SESSION_LABELSENTRY']._serialized_end=1032
+  _globals['_TOOLCALL']._serialized_start=1034
+  _globals['_TOOLCALL']._serialized_end=1137
+  _globals['_MESSAGE']._serialized_start=1140
+  _globals['_MESSAGE']._serialized_end=1678
 # @@protoc_insertion_point(module_scope)

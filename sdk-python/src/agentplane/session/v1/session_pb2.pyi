@@ -131,7 +131,7 @@ class Session(_message.Message):
     title: _builtins.str
     """title is a human-readable name, at most 512 characters."""
     user_id: _builtins.str
-    """user_id identifies the end user the conversation is with, if any."""
+    """user_id identifies the end user the conversation is with, if any (at most 256 characters)."""
     state: Global___SessionState.ValueType
     """state is ACTIVE until the session is closed; a closed session accepts no more messages."""
     parent_session_id: _builtins.str
@@ -154,7 +154,9 @@ class Session(_message.Message):
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """labels are short key/value pairs for filtering and grouping."""
+        """labels are key/value pairs for filtering and grouping: at most 64, keys 1-63 characters of
+        lower-case letters, digits, "_", "-", ".", "/", values at most 256 characters.
+        """
 
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:

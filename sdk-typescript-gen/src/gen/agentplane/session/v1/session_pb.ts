@@ -6,6 +6,7 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Usage } from "../../common/v1/usage_pb.js";
 import { file_agentplane_common_v1_usage } from "../../common/v1/usage_pb.js";
+import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message as Message$1 } from "@bufbuild/protobuf";
@@ -14,7 +15,7 @@ import type { JsonObject, Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file agentplane/session/v1/session.proto.
  */
 export const file_agentplane_session_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("CiNhZ2VudHBsYW5lL3Nlc3Npb24vdjEvc2Vzc2lvbi5wcm90bxIVYWdlbnRwbGFuZS5zZXNzaW9uLnYxIq8ECgdTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRINCgV0aXRsZRgDIAEoCRIPCgd1c2VyX2lkGAQgASgJEhEKCWFnZW50X2lkcxgFIAMoCRI6CgZsYWJlbHMYBiADKAsyKi5hZ2VudHBsYW5lLnNlc3Npb24udjEuU2Vzc2lvbi5MYWJlbHNFbnRyeRIpCghtZXRhZGF0YRgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMgoFc3RhdGUYCCABKA4yIy5hZ2VudHBsYW5lLnNlc3Npb24udjEuU2Vzc2lvblN0YXRlEhkKEXBhcmVudF9zZXNzaW9uX2lkGAkgASgJEhoKEmZvcmtlZF9hdF9zZXF1ZW5jZRgKIAEoAxIVCg1tZXNzYWdlX2NvdW50GAsgASgDEhUKDWxhc3Rfc2VxdWVuY2UYDCABKAMSKgoFdXNhZ2UYDSABKAsyGy5hZ2VudHBsYW5lLmNvbW1vbi52MS5Vc2FnZRIvCgtjcmVhdGVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYECABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJGCghUb29sQ2FsbBIUCgx0b29sX2NhbGxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIWCg5hcmd1bWVudHNfanNvbhgDIAEoCSKWAwoHTWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSEAoIc2VxdWVuY2UYAyABKAMSKQoEcm9sZRgEIAEoDjIbLmFnZW50cGxhbmUuc2Vzc2lvbi52MS5Sb2xlEg8KB2NvbnRlbnQYBSABKAkSEAoIYWdlbnRfaWQYBiABKAkSEAoIdHJhY2VfaWQYByABKAkSDwoHc3Bhbl9pZBgIIAEoCRIzCgp0b29sX2NhbGxzGAkgAygLMh8uYWdlbnRwbGFuZS5zZXNzaW9uLnYxLlRvb2xDYWxsEhQKDHRvb2xfY2FsbF9pZBgKIAEoCRINCgVtb2RlbBgLIAEoCRIqCgV1c2FnZRgMIAEoCzIbLmFnZW50cGxhbmUuY29tbW9uLnYxLlVzYWdlEikKCG1ldGFkYXRhGA0gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIvCgtjcmVhdGVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqYQoMU2Vzc2lvblN0YXRlEh0KGVNFU1NJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIYChRTRVNTSU9OX1NUQVRFX0FDVElWRRABEhgKFFNFU1NJT05fU1RBVEVfQ0xPU0VEEAIqXwoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDwoLUk9MRV9TWVNURU0QARINCglST0xFX1VTRVIQAhISCg5ST0xFX0FTU0lTVEFOVBADEg0KCVJPTEVfVE9PTBAEYgZwcm90bzM", [file_agentplane_common_v1_usage, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiNhZ2VudHBsYW5lL3Nlc3Npb24vdjEvc2Vzc2lvbi5wcm90bxIVYWdlbnRwbGFuZS5zZXNzaW9uLnYxIpMFCgdTZXNzaW9uEhwKCnNlc3Npb25faWQYASABKAlCCLpIBXIDGIABEhIKCnByb2plY3RfaWQYAiABKAkSFwoFdGl0bGUYAyABKAlCCLpIBXIDGIAEEhkKB3VzZXJfaWQYBCABKAlCCLpIBXIDGIACEhEKCWFnZW50X2lkcxgFIAMoCRJsCgZsYWJlbHMYBiADKAsyKi5hZ2VudHBsYW5lLnNlc3Npb24udjEuU2Vzc2lvbi5MYWJlbHNFbnRyeUIwukgtmgEqEEAiH3IdEAEYPzIXXlthLXowLTldW2EtejAtOV8uLy1dKiQqBXIDGIACEikKCG1ldGFkYXRhGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI8CgVzdGF0ZRgIIAEoDjIjLmFnZW50cGxhbmUuc2Vzc2lvbi52MS5TZXNzaW9uU3RhdGVCCLpIBYIBAhABEhkKEXBhcmVudF9zZXNzaW9uX2lkGAkgASgJEhoKEmZvcmtlZF9hdF9zZXF1ZW5jZRgKIAEoAxIVCg1tZXNzYWdlX2NvdW50GAsgASgDEhUKDWxhc3Rfc2VxdWVuY2UYDCABKAMSKgoFdXNhZ2UYDSABKAsyGy5hZ2VudHBsYW5lLmNvbW1vbi52MS5Vc2FnZRIvCgtjcmVhdGVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKBGV0YWcYECABKAlCCLpIBXIDGIABGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRgoIVG9vbENhbGwSFAoMdG9vbF9jYWxsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSFgoOYXJndW1lbnRzX2pzb24YAyABKAkilgMKB01lc3NhZ2USEgoKbWVzc2FnZV9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhAKCHNlcXVlbmNlGAMgASgDEikKBHJvbGUYBCABKA4yGy5hZ2VudHBsYW5lLnNlc3Npb24udjEuUm9sZRIPCgdjb250ZW50GAUgASgJEhAKCGFnZW50X2lkGAYgASgJEhAKCHRyYWNlX2lkGAcgASgJEg8KB3NwYW5faWQYCCABKAkSMwoKdG9vbF9jYWxscxgJIAMoCzIfLmFnZW50cGxhbmUuc2Vzc2lvbi52MS5Ub29sQ2FsbBIUCgx0b29sX2NhbGxfaWQYCiABKAkSDQoFbW9kZWwYCyABKAkSKgoFdXNhZ2UYDCABKAsyGy5hZ2VudHBsYW5lLmNvbW1vbi52MS5Vc2FnZRIpCghtZXRhZGF0YRgNIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLwoLY3JlYXRlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKmEKDFNlc3Npb25TdGF0ZRIdChlTRVNTSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUU0VTU0lPTl9TVEFURV9BQ1RJVkUQARIYChRTRVNTSU9OX1NUQVRFX0NMT1NFRBACKl8KBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfU1lTVEVNEAESDQoJUk9MRV9VU0VSEAISEgoOUk9MRV9BU1NJU1RBTlQQAxINCglST0xFX1RPT0wQBGIGcHJvdG8z", [file_agentplane_common_v1_usage, file_buf_validate_validate, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Session is one conversation, which may be routed across several agents. Its messages are
@@ -46,7 +47,7 @@ export type Session = Message$1<"agentplane.session.v1.Session"> & {
   title: string;
 
   /**
-   * user_id identifies the end user the conversation is with, if any.
+   * user_id identifies the end user the conversation is with, if any (at most 256 characters).
    *
    * @generated from field: string user_id = 4;
    */
@@ -61,7 +62,8 @@ export type Session = Message$1<"agentplane.session.v1.Session"> & {
   agentIds: string[];
 
   /**
-   * labels are short key/value pairs for filtering and grouping.
+   * labels are key/value pairs for filtering and grouping: at most 64, keys 1-63 characters of
+   * lower-case letters, digits, "_", "-", ".", "/", values at most 256 characters.
    *
    * @generated from field: map<string, string> labels = 6;
    */
