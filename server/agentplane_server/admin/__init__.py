@@ -1,0 +1,1 @@
+"""AdminService: projects, API keys and roles, server and contract info."""

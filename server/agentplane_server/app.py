@@ -1,0 +1,219 @@
+"""Builds and runs the grpc.aio server: services, health, reflection, interceptors, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from agentplane_server.admin.bootstrap import bootstrap
+from agentplane_server.admin.servicer import AdminServicer
+from agentplane_server.config import Settings
+from agentplane_server.interceptors import CallInterceptor
+from agentplane_server.interceptors.auth import Authenticator
+from agentplane_server.interceptors.validation import RequestValidator
+from agentplane_server.pagination import PageTokens
+from agentplane_server.reflection import enable_reflection
+from agentplane_server.session.events import SessionEvents
+from agentplane_server.session.logic import SessionLogic
+from agentplane_server.session.servicer import SessionServicer
+from agentplane_server.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+# Every service of the contract: (full name, generated grpc module). A service without a
+# servicer here is still registered with its generated base class, which answers UNIMPLEMENTED.
+CONTRACT_SERVICES = {
+    "agentplane.session.v1.SessionService": "agentplane.session.v1.session_service_pb2_grpc",
+    "agentplane.feedback.v1.FeedbackService": "agentplane.feedback.v1.feedback_service_pb2_grpc",
+    "agentplane.trace.v1.TraceService": "agentplane.trace.v1.trace_service_pb2_grpc",
+    "agentplane.registry.v1.RegistryService": "agentplane.registry.v1.registry_service_pb2_grpc",
+    "agentplane.governance.v1.GovernanceService": (
+        "agentplane.governance.v1.governance_service_pb2_grpc"
+    ),
+    "agentplane.inference.v1.InferenceService": (
+        "agentplane.inference.v1.inference_service_pb2_grpc"
+    ),
+    "agentplane.admin.v1.AdminService": "agentplane.admin.v1.admin_service_pb2_grpc",
+}
+# Services whose behaviour has not landed report NOT_SERVING on the health service.
+NOT_SERVING = {"agentplane.inference.v1.InferenceService"}
+
+
+@dataclass
+class ServerState:
+    """What the servicers share within one process."""
+
+    settings: Settings
+    db: Database
+    authenticator: Authenticator
+    shutdown: asyncio.Event = field(default_factory=asyncio.Event)
+    start_time: float = field(default_factory=time.time)
+    services: list[str] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def instance_id(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _add_servicer(server: grpc.aio.Server, name: str, servicer: Any | None) -> None:
+    module = importlib.import_module(CONTRACT_SERVICES[name])
+    short = name.rsplit(".", 1)[1]
+    if servicer is None:
+        servicer = getattr(module, f"{short}Servicer")()
+    getattr(module, f"add_{short}Servicer_to_server")(servicer, server)
+
+
+class AgentplaneServer:
+    """One process's server. `start()` binds and serves; `stop()` drains and closes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self.state: ServerState | None = None
+        self._cleanups: list[Callable[[], Any]] = []
+
+    async def start(self) -> int:
+        settings = self.settings
+        db = Database(settings.resolved_database_url)
+        authenticator = Authenticator(db)
+        state = self.state = ServerState(settings=settings, db=db, authenticator=authenticator)
+        page_tokens = PageTokens(await db.secret("page_tokens"))
+
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if settings.otel_traces:
+            interceptors.append(_otel_interceptor(self._cleanups))
+        interceptors.append(CallInterceptor(authenticator, RequestValidator(), settings.access_log))
+
+        server = self.server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ],
+        )
+        servicers: dict[str, Any] = {
+            "agentplane.session.v1.SessionService": SessionServicer(
+                SessionLogic(
+                    db,
+                    SessionEvents(),
+                    page_tokens,
+                    settings.watch_poll_interval,
+                    state.shutdown,
+                )
+            ),
+            "agentplane.admin.v1.AdminService": AdminServicer(state),
+        }
+        for name in CONTRACT_SERVICES:
+            _add_servicer(server, name, servicers.get(name))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        state.services = [*CONTRACT_SERVICES, health.SERVICE_NAME]
+        enable_reflection(server, state.services)
+
+        credentials = _server_credentials(settings)
+        if credentials is None:
+            port = server.add_insecure_port(settings.listen)
+        else:
+            port = server.add_secure_port(settings.listen, credentials)
+        if port == 0:
+            raise OSError(f"could not bind {settings.listen}")
+        state.port = port
+        await server.start()
+        for name in CONTRACT_SERVICES:
+            serving = name not in NOT_SERVING
+            await self.health.set(
+                name,
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"listen": settings.listen, "port": port, "pid": os.getpid()})
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, let in-flight calls finish (streams end cleanly), then close."""
+        if self.server is None or self.state is None:
+            return
+        grace = self.settings.shutdown_grace if grace is None else grace
+        log.info("shutting down", extra={"grace_seconds": grace})
+        await self.health.enter_graceful_shutdown()
+        self.state.shutdown.set()  # watch streams return, so clients can resume elsewhere
+        await self.server.stop(grace)
+        for cleanup in self._cleanups:
+            cleanup()
+        await self.state.db.dispose()
+        log.info("stopped")
+
+    async def wait(self) -> None:
+        assert self.server is not None
+        await self.server.wait_for_termination()
+
+
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert is None:
+        return None
+    if settings.tls_key is None:
+        raise ValueError("--tls-key is required with --tls-cert")
+    root = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+        root_certificates=root,
+        require_client_auth=root is not None,
+    )
+
+
+def _otel_interceptor(cleanups: list[Callable[[], Any]]) -> grpc.aio.ServerInterceptor:
+    """Server spans for every RPC, exported by the standard OTLP exporter (configured by the
+    OTEL_EXPORTER_OTLP_* environment variables)."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "agentplane-server"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    cleanups.append(provider.shutdown)
+    return aio_server_interceptor(tracer_provider=provider)
+
+
+async def prepare(settings: Settings) -> None:
+    """Once per deployment start, before any worker serves: schema and bootstrap."""
+    from agentplane_server.storage.db import migrate
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(migrate, settings.resolved_database_url)
+    db = Database(settings.resolved_database_url)
+    try:
+        await bootstrap(db, settings.admin_key_path)
+    finally:
+        await db.dispose()
+
+
+async def serve_forever(settings: Settings) -> None:
+    """Run one server process until SIGTERM or SIGINT, then drain and exit."""
+    app = AgentplaneServer(settings)
+    await app.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    await app.stop()

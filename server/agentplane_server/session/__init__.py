@@ -1,0 +1,1 @@
+"""SessionService: conversations across agents."""
