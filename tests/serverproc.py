@@ -71,13 +71,32 @@ class Postgres:
         if os.geteuid() == 0:  # initdb refuses to run as root
             shutil.chown(data, "postgres")
             run_as = ["runuser", "-u", "postgres", "--"]
-        subprocess.run([*run_as, initdb, "-D", str(data), *user, "-A", "trust"], check=True,
-                       capture_output=True)  # fmt: skip
-        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-w", "-o",
-                        f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start",
-                        "-l", str(data / "log")], check=True, capture_output=True)  # fmt: skip
-        cleanup.append(lambda: subprocess.run([*run_as, pg_ctl, "-D", str(data), "stop", "-m",
-                                               "immediate"], capture_output=True))  # fmt: skip
+        subprocess.run(
+            [*run_as, initdb, "-D", str(data), *user, "-A", "trust"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *run_as,
+                pg_ctl,
+                "-D",
+                str(data),
+                "-w",
+                "-o",
+                f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+                "start",
+                "-l",
+                str(data / "log"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        cleanup.append(
+            lambda: subprocess.run(
+                [*run_as, pg_ctl, "-D", str(data), "stop", "-m", "immediate"], capture_output=True
+            )
+        )
         return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
     def create_database(self) -> str:
@@ -120,14 +139,20 @@ class ServerProcess:
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = self.data_dir / f"server-{self.port}-{uuid.uuid4().hex[:6]}.log"
         args = [
-            str(AGENTPLANE), "serve",
-            "--listen", self.address,
-            "--data-dir", str(self.data_dir),
-            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
-            "--workers", str(workers),
-            "--shutdown-grace", "5",
+            str(AGENTPLANE),
+            "serve",
+            "--listen",
+            self.address,
+            "--data-dir",
+            str(self.data_dir),
+            "--metrics-listen",
+            f"127.0.0.1:{self.metrics_port}",
+            "--workers",
+            str(workers),
+            "--shutdown-grace",
+            "5",
             *extra_args,
-        ]  # fmt: skip
+        ]
         if database_url:
             args += ["--database-url", database_url]
         self._log = open(self.log_path, "wb")

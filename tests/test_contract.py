@@ -17,10 +17,18 @@ BASELINE = ROOT / "contract/baseline.binpb"
 
 def build_image(proto_dir: Path, out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / "tools/build_image.py"), "--proto-dir", str(proto_dir),
-         "--out", str(out)],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "tools/build_image.py"),
+            "--proto-dir",
+            str(proto_dir),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
 
 
 def buf(*args: str) -> subprocess.CompletedProcess:
@@ -41,8 +49,16 @@ def test_contracts_pass_lint(image: Path) -> None:
 
 
 def test_contracts_are_compatible_with_the_released_baseline(image: Path) -> None:
-    result = buf("breaking", str(image), "--against", str(BASELINE), "--path", "agentplane",
-                 "--config", "buf.yaml")  # fmt: skip
+    result = buf(
+        "breaking",
+        str(image),
+        "--against",
+        str(BASELINE),
+        "--path",
+        "agentplane",
+        "--config",
+        "buf.yaml",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -58,8 +74,16 @@ def test_renumbering_a_field_is_reported_as_breaking(tmp_path: Path, image: Path
     built = build_image(scratch, changed)
     assert built.returncode == 0, built.stderr
 
-    result = buf("breaking", str(changed), "--against", str(image), "--path", "agentplane",
-                 "--config", "buf.yaml")  # fmt: skip
+    result = buf(
+        "breaking",
+        str(changed),
+        "--against",
+        str(image),
+        "--path",
+        "agentplane",
+        "--config",
+        "buf.yaml",
+    )
     assert result.returncode != 0
     assert "agentplane/session/v1/session.proto" in result.stdout
     assert 'Field "3"' in result.stdout or "title" in result.stdout

@@ -59,12 +59,18 @@ def test_reflection_v1alpha_and_v1(server, version: str) -> None:  # type: ignor
         request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
         response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
     )
-    replies = list(call(iter([
-        reflection_pb2.ServerReflectionRequest(list_services=""),
-        reflection_pb2.ServerReflectionRequest(
-            file_containing_symbol="agentplane.session.v1.SessionService"
-        ),
-    ])))  # fmt: skip
+    replies = list(
+        call(
+            iter(
+                [
+                    reflection_pb2.ServerReflectionRequest(list_services=""),
+                    reflection_pb2.ServerReflectionRequest(
+                        file_containing_symbol="agentplane.session.v1.SessionService"
+                    ),
+                ]
+            )
+        )
+    )
     names = {s.name for s in replies[0].list_services_response.service}
     assert set(CONTRACT_SERVICES) <= names
     assert {"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= names
@@ -113,10 +119,12 @@ def test_metrics_per_rpc(server) -> None:  # type: ignore[no-untyped-def]
     with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics") as reply:
         text = reply.read().decode()
     created = [
-        line for line in text.splitlines()
+        line
+        for line in text.splitlines()
         if line.startswith("agentplane_rpc_requests_total{")
-        and 'method="CreateSession"' in line and 'code="OK"' in line
-    ]  # fmt: skip
+        and 'method="CreateSession"' in line
+        and 'code="OK"' in line
+    ]
     assert created and float(created[0].rsplit(" ", 1)[1]) >= 3
     assert any(
         line.startswith("agentplane_rpc_duration_seconds_count{") and "CreateSession" in line
@@ -142,8 +150,12 @@ def test_every_rpc_needs_credentials(server) -> None:  # type: ignore[no-untyped
         ((("authorization", "Basic abc"),), "malformed"),
         ((("authorization", "Bearer apk_not-a-real-key"),), "unknown or revoked"),
     ]:
-        error = expect_error(grpc.StatusCode.UNAUTHENTICATED, sessions.ListSessions,
-                             pb.ListSessionsRequest(), metadata=metadata)  # fmt: skip
+        error = expect_error(
+            grpc.StatusCode.UNAUTHENTICATED,
+            sessions.ListSessions,
+            pb.ListSessionsRequest(),
+            metadata=metadata,
+        )
         assert error.reason == "ERROR_REASON_UNAUTHENTICATED"
         assert message in error.message
     assert server.admin_key not in server.logs()

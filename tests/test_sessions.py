@@ -37,11 +37,14 @@ def test_create_get_with_caller_id(sessions, md) -> None:  # type: ignore[no-unt
     session_id = uid()
     created = sessions.CreateSession(
         pb.CreateSessionRequest(
-            session_id=session_id, title="Support", user_id="u-1", agent_id="router",
+            session_id=session_id,
+            title="Support",
+            user_id="u-1",
+            agent_id="router",
             labels={"team": "support"},
         ),
         metadata=md,
-    ).session  # fmt: skip
+    ).session
     assert created.session_id == session_id
     assert created.project_id == "default"
     assert created.state == session_pb2.SESSION_STATE_ACTIVE
@@ -69,8 +72,9 @@ def test_create_is_idempotent_by_request_id(sessions, md) -> None:  # type: igno
     again = sessions.CreateSession(request, metadata=md).session
     assert again.session_id == first.session_id
     request.title = "different"
-    error = expect_error(grpc.StatusCode.ALREADY_EXISTS, sessions.CreateSession, request,
-                         metadata=md)  # fmt: skip
+    error = expect_error(
+        grpc.StatusCode.ALREADY_EXISTS, sessions.CreateSession, request, metadata=md
+    )
     assert error.reason == "ERROR_REASON_REQUEST_ID_CONFLICT"
 
 
@@ -88,16 +92,23 @@ def test_conversation_across_agents_reads_back_as_one_session(sessions, md) -> N
                 session_id=session_id,
                 messages=[
                     pb.MessageInput(
-                        role=role, content=text, agent_id=agent, model="m-1",
+                        role=role,
+                        content=text,
+                        agent_id=agent,
+                        model="m-1",
                         usage=usage_pb2.Usage(input_tokens=10, output_tokens=5, cost_micros=7),
-                        trace_id="a" * 32, span_id="b" * 16,
-                        tool_calls=[session_pb2.ToolCall(tool_call_id="c1", name="lookup",
-                                                         arguments_json='{"id": 42}')],
+                        trace_id="a" * 32,
+                        span_id="b" * 16,
+                        tool_calls=[
+                            session_pb2.ToolCall(
+                                tool_call_id="c1", name="lookup", arguments_json='{"id": 42}'
+                            )
+                        ],
                     )
                 ],
             ),
             metadata=md,
-        )  # fmt: skip
+        )
     listed = sessions.ListMessages(pb.ListMessagesRequest(session_id=session_id), metadata=md)
     assert [m.sequence for m in listed.messages] == [1, 2, 3, 4]
     assert [m.agent_id for m in listed.messages] == [t[2] for t in turns]
@@ -241,8 +252,9 @@ def test_update_with_mask_and_etag(sessions, md) -> None:  # type: ignore[no-unt
         session=session_pb2.Session(session_id=created.session_id),
         update_mask=field_mask_pb2.FieldMask(paths=["message_count"]),
     )
-    error = expect_error(grpc.StatusCode.INVALID_ARGUMENT, sessions.UpdateSession, bad_mask,
-                         metadata=md)  # fmt: skip
+    error = expect_error(
+        grpc.StatusCode.INVALID_ARGUMENT, sessions.UpdateSession, bad_mask, metadata=md
+    )
     assert "update_mask" in error.field_violations
 
     closed = sessions.UpdateSession(
@@ -293,13 +305,12 @@ def test_fork_copies_up_to_a_message(sessions, md) -> None:  # type: ignore[no-u
         pb.AppendMessagesRequest(
             session_id=parent.session_id,
             messages=[
-                user_message(f"m{i}", agent=f"agent-{i % 2}",
-                             usage=usage_pb2.Usage(input_tokens=i))
+                user_message(f"m{i}", agent=f"agent-{i % 2}", usage=usage_pb2.Usage(input_tokens=i))
                 for i in range(1, 6)
             ],
         ),
         metadata=md,
-    )  # fmt: skip
+    )
     fork_id = uid("fork")
     fork = sessions.ForkSession(
         pb.ForkSessionRequest(session_id=parent.session_id, at_sequence=3, new_session_id=fork_id),
@@ -317,8 +328,9 @@ def test_fork_copies_up_to_a_message(sessions, md) -> None:  # type: ignore[no-u
         metadata=md,
     )
     assert appended.messages[0].sequence == 4
-    original = sessions.ListMessages(pb.ListMessagesRequest(session_id=parent.session_id),
-                                     metadata=md)  # fmt: skip
+    original = sessions.ListMessages(
+        pb.ListMessagesRequest(session_id=parent.session_id), metadata=md
+    )
     assert [m.content for m in original.messages] == ["m1", "m2", "m3", "m4", "m5"]
     forks = sessions.ListSessions(
         pb.ListSessionsRequest(parent_session_id=parent.session_id), metadata=md

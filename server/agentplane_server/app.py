@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agentplane_server.admin.bootstrap import bootstrap
+from agentplane_server.admin.logic import AdminLogic
 from agentplane_server.admin.servicer import AdminServicer
 from agentplane_server.config import Settings
 from agentplane_server.interceptors import CallInterceptor
@@ -88,7 +89,7 @@ class AgentplaneServer:
     async def start(self) -> int:
         settings = self.settings
         db = Database(settings.resolved_database_url)
-        authenticator = Authenticator(db)
+        authenticator = Authenticator(db, settings)
         state = self.state = ServerState(settings=settings, db=db, authenticator=authenticator)
         page_tokens = PageTokens(await db.secret("page_tokens"))
 
@@ -118,7 +119,9 @@ class AgentplaneServer:
                     state.shutdown,
                 )
             ),
-            "agentplane.admin.v1.AdminService": AdminServicer(state),
+            "agentplane.admin.v1.AdminService": AdminServicer(
+                state, AdminLogic(db, page_tokens, authenticator.invalidate)
+            ),
         }
         for name in CONTRACT_SERVICES:
             _add_servicer(server, name, servicers.get(name))
@@ -168,6 +171,9 @@ class AgentplaneServer:
 
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if settings.tls_cert is None:
+        if settings.tls_key or settings.tls_client_ca:
+            # Refuse rather than silently serving plaintext to an operator who asked for TLS.
+            raise ValueError("--tls-key and --tls-client-ca need --tls-cert")
         return None
     if settings.tls_key is None:
         raise ValueError("--tls-key is required with --tls-cert")

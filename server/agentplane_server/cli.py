@@ -23,8 +23,13 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, info in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if info.annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
-                                default=None, help=info.description)  # fmt: skip
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=info.description,
+            )
         else:
             parser.add_argument(flag, dest=name, default=None, help=info.description)
 
@@ -61,9 +66,24 @@ def _start_metrics(settings: Settings, multiprocess_dir: str | None) -> None:
     log.info("metrics", extra={"listen": settings.metrics_listen})
 
 
+def check_settings(settings: Settings) -> None:
+    """Fail once, with a clear message, before any worker starts."""
+    from agentplane_server.app import _server_credentials
+    from agentplane_server.auth.jwt import JwtVerifier
+    from agentplane_server.auth.mtls import ClientCertificates
+
+    try:
+        _server_credentials(settings)
+        JwtVerifier.from_settings(settings)
+        ClientCertificates.from_settings(settings)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"agentplane serve: {exc}") from None
+
+
 def serve(settings: Settings) -> int:
     from agentplane_server.app import prepare, serve_forever
 
+    check_settings(settings)
     asyncio.run(prepare(settings))
     if settings.workers == 1:
         _start_metrics(settings, None)
@@ -97,6 +117,60 @@ def serve(settings: Settings) -> int:
     return max((w.exitcode or 0) for w in workers)
 
 
+ROLES = {"admin": 1, "project_admin": 2, "agent": 3, "reader": 4}
+
+
+async def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    """Operator key management straight on the database (no server needed); audited as the
+    operator `cli`."""
+    from google.protobuf import duration_pb2
+
+    from agentplane.admin.v1 import admin_service_pb2 as pb
+    from agentplane.admin.v1 import api_key_pb2
+    from agentplane_server.admin.logic import AdminLogic
+    from agentplane_server.context import Principal, Role
+    from agentplane_server.pagination import PageTokens
+    from agentplane_server.storage.db import Database, migrate
+
+    migrate(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url)
+    operator = Principal(
+        project_id=args.project,
+        role=Role.ADMIN,
+        subject="cli:operator",
+        credential_project_id=args.project,
+    )
+    logic = AdminLogic(db, PageTokens(b"cli"), lambda: None)
+    try:
+        if args.keys_command == "create":
+            request = pb.CreateApiKeyRequest(
+                display_name=args.name,
+                role=ROLES[args.role],
+                agent_id=args.agent_id or "",
+                requests_per_second=args.rate_limit,
+            )
+            if args.ttl:
+                request.ttl.CopyFrom(duration_pb2.Duration(seconds=args.ttl))
+            created = await logic.create_key(operator, request)
+            # The secret goes to stdout only, once; logs name the key id.
+            print(created.key)
+            log.info("created API key", extra={"key_id": created.api_key.key_id})
+        elif args.keys_command == "list":
+            listed = await logic.list_keys(operator, pb.ListApiKeysRequest(page_size=500))
+            for key in listed.api_keys:
+                print(
+                    f"{key.key_id}\t{api_key_pb2.Role.Name(key.role)}\t{key.agent_id or '-'}"
+                    f"\t{api_key_pb2.ApiKeyState.Name(key.state)}\t{key.prefix}...\t"
+                    f"{key.display_name}"
+                )
+        elif args.keys_command == "revoke":
+            revoked = await logic.revoke_key(operator, args.key_id)
+            print(f"{revoked.key_id}\t{api_key_pb2.ApiKeyState.Name(revoked.state)}")
+    finally:
+        await db.dispose()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentplane", description="Agentplane control plane")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -104,11 +178,26 @@ def main(argv: list[str] | None = None) -> int:
     _settings_flags(serve_parser)
     migrate_parser = commands.add_parser("migrate", help="apply database migrations and exit")
     _settings_flags(migrate_parser)
+    keys_parser = commands.add_parser("keys", help="create, list and revoke API keys")
+    _settings_flags(keys_parser)
+    keys_parser.add_argument("--project", default="default", help="project of the keys")
+    key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="mint a key and print it once")
+    create.add_argument("--role", choices=sorted(ROLES), required=True)
+    create.add_argument("--agent-id", help="the agent a role=agent key acts as")
+    create.add_argument("--name", default="", help="display name")
+    create.add_argument("--ttl", type=int, default=0, help="seconds until it expires")
+    create.add_argument("--rate-limit", type=int, default=0, help="requests per second")
+    key_commands.add_parser("list", help="list keys (never their secrets)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
     args = parser.parse_args(argv)
     settings = _settings(args)
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)
+    if args.command == "keys":
+        return asyncio.run(_keys(args, settings))
     if args.command == "migrate":
         from agentplane_server.storage.db import migrate
 

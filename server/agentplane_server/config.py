@@ -26,6 +26,21 @@ class Settings(BaseSettings):
     tls_cert: Path | None = Field(None, description="server certificate (PEM); enables TLS")
     tls_key: Path | None = Field(None, description="server private key (PEM)")
     tls_client_ca: Path | None = Field(None, description="CA for client certificates (mTLS)")
+    tls_client_principals: Path | None = Field(
+        None,
+        description="JSON file mapping client certificate subjects to principals "
+        '({"CN=billing": {"project_id": "default", "role": "agent", "agent_id": "billing"}})',
+    )
+    jwt_jwks_url: str | None = Field(None, description="JWKS URL of the identity provider")
+    jwt_key_file: Path | None = Field(None, description="JWKS JSON or PEM public key file")
+    jwt_issuer: str | None = Field(None, description="required `iss` of JWTs")
+    jwt_audience: str | None = Field(None, description="required `aud` of JWTs")
+    jwt_project_claim: str = Field("project_id", description="claim naming the project")
+    jwt_role_claim: str = Field(
+        "role", description="claim naming the role (admin, project_admin, agent, reader)"
+    )
+    jwt_agent_claim: str = Field("agent_id", description="claim naming the agent (role agent)")
+    jwt_leeway_seconds: float = Field(30.0, ge=0, description="clock skew allowed on exp/nbf")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     access_log: bool = Field(True, description="one JSON log line per RPC")
     shutdown_grace: float = Field(10.0, ge=0, description="seconds to drain calls on SIGTERM")

@@ -38,10 +38,26 @@ def _register_v1_descriptor() -> None:
     pool.Add(file)
 
 
+class _ReflectionServicer(reflection.aio.ReflectionServicer):
+    """Also resolves method symbols (`pkg.Service.Method`), which the upb descriptor pool does
+    not find by name, so `grpcurl describe pkg.Service.Method` works."""
+
+    def _file_containing_symbol(self, request, fully_qualified_name):  # type: ignore[no-untyped-def]
+        response = super()._file_containing_symbol(request, fully_qualified_name)
+        if response.HasField("error_response") and "." in fully_qualified_name:
+            service, _, method = fully_qualified_name.rpartition(".")
+            try:
+                if self._pool.FindServiceByName(service).FindMethodByName(method) is not None:
+                    return super()._file_containing_symbol(request, service)
+            except KeyError:
+                pass
+        return response
+
+
 def enable_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
     _register_v1_descriptor()
     names = [*service_names, reflection.SERVICE_NAME, V1_SERVICE]
-    servicer = reflection.aio.ReflectionServicer(names)
+    servicer = _ReflectionServicer(names)
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,

@@ -2,4 +2,4 @@
 """The version of the Agentplane contract these generated modules were built from."""
 
 CONTRACT_VERSION = "1.0.0-alpha.1"
-CONTRACT_DIGEST = "sha256:42262258cc7e2e0a76570c4b88f1e3271da6b94690a31fd5974d1129b4e64a99"
+CONTRACT_DIGEST = "sha256:a4ba288c894bca670f245137edae576259d54df5f2d1075f45b7765ec145b299"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from agentplane_server.admin.keys import create_key
+from agentplane_server.auth.keys import create_key
 from agentplane_server.context import Role
 from agentplane_server.storage import tables
 from agentplane_server.storage.db import Database, now_us

@@ -1,5 +1,4 @@
-"""AdminService servicer. Server info lands with the foundation; projects, keys and audit with
-access control."""
+"""AdminService servicer: translates between the contract and AdminLogic."""
 
 from __future__ import annotations
 
@@ -9,6 +8,7 @@ from agentplane import _contract
 from agentplane.admin.v1 import admin_service_pb2 as pb
 from agentplane.admin.v1 import admin_service_pb2_grpc as rpc
 from agentplane_server import __version__
+from agentplane_server.admin.logic import AdminLogic
 from agentplane_server.context import current_principal
 
 if TYPE_CHECKING:
@@ -16,14 +16,23 @@ if TYPE_CHECKING:
 
 
 class AdminServicer(rpc.AdminServiceServicer):
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, logic: AdminLogic) -> None:
         self.state = state
+        self.logic = logic
 
     async def GetServerInfo(self, request, context):  # type: ignore[no-untyped-def]
         who = current_principal()
-        features = ["postgres" if not self.state.db.is_sqlite else "sqlite"]
-        if self.state.settings.tls_cert:
-            features.append("tls")
+        settings = self.state.settings
+        features = ["sqlite" if self.state.db.is_sqlite else "postgres"]
+        features += [
+            name
+            for name, on in (
+                ("tls", settings.tls_cert),
+                ("mtls", settings.tls_client_ca),
+                ("jwt", settings.jwt_jwks_url or settings.jwt_key_file),
+            )
+            if on
+        ]
         response = pb.GetServerInfoResponse(
             server_version=__version__,
             contract_version=_contract.CONTRACT_VERSION,
@@ -44,3 +53,39 @@ class AdminServicer(rpc.AdminServiceServicer):
             response.principal.expire_time.FromMicroseconds(who.expire_time_us)
         response.start_time.FromMicroseconds(int(self.state.start_time * 1_000_000))
         return response
+
+    async def CreateProject(self, request, context):  # type: ignore[no-untyped-def]
+        project = await self.logic.create_project(current_principal(), request)
+        return pb.CreateProjectResponse(project=project)
+
+    async def GetProject(self, request, context):  # type: ignore[no-untyped-def]
+        project = await self.logic.get_project(current_principal(), request.project_id)
+        return pb.GetProjectResponse(project=project)
+
+    async def ListProjects(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.logic.list_projects(current_principal(), request)
+
+    async def UpdateProject(self, request, context):  # type: ignore[no-untyped-def]
+        project = await self.logic.update_project(current_principal(), request)
+        return pb.UpdateProjectResponse(project=project)
+
+    async def DeleteProject(self, request, context):  # type: ignore[no-untyped-def]
+        await self.logic.delete_project(current_principal(), request)
+        return pb.DeleteProjectResponse()
+
+    async def CreateApiKey(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.logic.create_key(current_principal(), request)
+
+    async def GetApiKey(self, request, context):  # type: ignore[no-untyped-def]
+        key = await self.logic.get_key(current_principal(), request.key_id)
+        return pb.GetApiKeyResponse(api_key=key)
+
+    async def ListApiKeys(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.logic.list_keys(current_principal(), request)
+
+    async def RevokeApiKey(self, request, context):  # type: ignore[no-untyped-def]
+        key = await self.logic.revoke_key(current_principal(), request.key_id)
+        return pb.RevokeApiKeyResponse(api_key=key)
+
+    async def ListAuditEvents(self, request, context):  # type: ignore[no-untyped-def]
+        return await self.logic.list_events(current_principal(), request)

@@ -1,8 +1,11 @@
-"""Authentication (who is calling) and the per-method role check (may they call this).
+"""Authentication (who is calling), the per-method role check, and per-credential rate limits.
 
-Credentials: `authorization: Bearer <api key>`. Keys are looked up by hash and cached for a few
-seconds; a revocation through this process drops the cache at once, other replicas see it
-within CACHE_SECONDS. An admin key may act on another project with `x-agentplane-project`.
+Credentials, in order:
+- `authorization: Bearer apk_...`: an API key, looked up by hash and cached for CACHE_SECONDS
+  (a revocation through this process applies at once; other replicas see it within that time);
+- `authorization: Bearer <JWT>`: verified against the configured JWKS or key file;
+- no header, but a verified client certificate whose subject is mapped to a principal (mTLS).
+An admin credential may act on another project with `x-agentplane-project: <project_id>`.
 """
 
 from __future__ import annotations
@@ -10,11 +13,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from google.protobuf import descriptor_pb2, descriptor_pool
 
-from agentplane_server.admin.keys import find_key, touch_key
+from agentplane_server.auth.jwt import JwtVerifier
+from agentplane_server.auth.keys import KEY_PREFIX, find_key, touch_key
+from agentplane_server.auth.mtls import ClientCertificates
+from agentplane_server.auth.ratelimit import RateLimiter
+from agentplane_server.config import Settings
 from agentplane_server.context import Principal, Role
 from agentplane_server.errors import NotFound, PermissionDenied, Unauthenticated
 from agentplane_server.storage import tables
@@ -45,65 +54,124 @@ def method_info(path: str) -> MethodInfo:
     return MethodInfo(service=service, name=name, read_only=read_only)
 
 
+@dataclass(frozen=True, slots=True)
+class _KeyEntry:
+    valid_until: float
+    principal: Principal | None  # None: unknown or revoked
+    rate_limit: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _ProjectEntry:
+    valid_until: float
+    exists: bool
+    rate_limit: float | None
+
+
 class Authenticator:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, settings: Settings | None = None) -> None:
         self.db = db
-        self._cache: dict[str, tuple[float, Principal | None, int | None]] = {}
+        self.jwt = JwtVerifier.from_settings(settings) if settings else None
+        self.certificates = ClientCertificates.from_settings(settings) if settings else None
+        self.limiter = RateLimiter()
+        self._keys: dict[str, _KeyEntry] = {}
+        self._projects: dict[str, _ProjectEntry] = {}
         self._touched: dict[str, int] = {}
-        self._projects: dict[str, float] = {}
 
     def invalidate(self) -> None:
-        self._cache.clear()
+        """Forget cached keys and projects (after a revocation or a settings change)."""
+        self._keys.clear()
         self._projects.clear()
 
-    async def authenticate(self, metadata: dict[str, str], method: MethodInfo) -> Principal:
+    async def authenticate(
+        self,
+        metadata: Mapping[str, str],
+        method: MethodInfo,
+        auth_context: Mapping[str, Sequence[bytes]] | None = None,
+    ) -> Principal:
+        principal, key_limit = await self._credential(metadata, auth_context)
+        principal = await self._apply_project_header(principal, metadata.get(PROJECT_HEADER, ""))
+        self._authorize(principal, method)
+        project = await self._project(principal.credential_project_id or principal.project_id)
+        if not project.exists:  # a JWT or certificate naming a project that is not there
+            raise Unauthenticated("invalid credentials: the credential's project does not exist")
+        limits = [x for x in (key_limit, project.rate_limit) if x]
+        self.limiter.check(principal.key_id or principal.subject, min(limits, default=None))
+        return principal
+
+    async def _credential(
+        self, metadata: Mapping[str, str], auth_context: Mapping[str, Sequence[bytes]] | None
+    ) -> tuple[Principal, float | None]:
         header = metadata.get("authorization")
         if not header:
+            if self.certificates is not None and auth_context:
+                principal = self.certificates.principal_for(auth_context)
+                if principal is not None:
+                    return principal, None
             raise Unauthenticated(
-                "missing credentials: send metadata 'authorization: Bearer <api key>'"
+                "missing credentials: send metadata 'authorization: Bearer <api key or JWT>'"
             )
         scheme, _, token = header.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token or " " in token:
-            raise Unauthenticated("malformed authorization header: expected 'Bearer <api key>'")
-        principal = await self._principal_for(token)
-        principal = await self._apply_project_header(principal, metadata.get(PROJECT_HEADER, ""))
-        self._authorize(principal, method)
-        return principal
+            raise Unauthenticated("malformed authorization header: expected 'Bearer <token>'")
+        if token.startswith(KEY_PREFIX):
+            return await self._api_key(token)
+        if self.jwt is not None and token.count(".") == 2:
+            return await self.jwt.verify(token), None
+        # Unknown keys, revoked keys and unusable tokens answer alike: probing learns nothing.
+        raise Unauthenticated("invalid credentials: unknown or revoked API key")
 
-    async def _principal_for(self, token: str) -> Principal:
+    async def _api_key(self, token: str) -> tuple[Principal, float | None]:
         now = time.monotonic()
-        cached = self._cache.get(token)
-        if cached is None or cached[0] < now:
+        entry = self._keys.get(token)
+        if entry is None or entry.valid_until < now:
             async with self.db.read() as c:
                 key = await find_key(c, token)
-            if key is None:
-                cached = (now + CACHE_SECONDS, None, None)
-            else:
+            principal = None
+            if key is not None and key.revoke_time_us is None:
                 principal = Principal(
-                    project_id=key.project_id, role=key.role, key_id=key.key_id,
-                    agent_id=key.agent_id, credential_project_id=key.project_id,
+                    project_id=key.project_id,
+                    role=key.role,
+                    key_id=key.key_id,
+                    agent_id=key.agent_id,
+                    credential_project_id=key.project_id,
                     expire_time_us=key.expire_time_us,
-                )  # fmt: skip
-                if key.revoke_time_us is not None:
-                    principal = None
-                cached = (now + CACHE_SECONDS, principal, key.expire_time_us)
-            self._cache[token] = cached
-        _, principal, expire_time_us = cached
+                )
+            entry = _KeyEntry(now + CACHE_SECONDS, principal, key.rate_limit_rps if key else None)
+            self._keys[token] = entry
+        principal = entry.principal
         if principal is None:
-            # Unknown and revoked keys answer alike, so probing reveals nothing.
             raise Unauthenticated("invalid credentials: unknown or revoked API key")
         now_micros = now_us()
-        if expire_time_us is not None and expire_time_us <= now_micros:
+        if principal.expire_time_us is not None and principal.expire_time_us <= now_micros:
             raise Unauthenticated("invalid credentials: the API key has expired")
         if now_micros - self._touched.get(principal.key_id, 0) > TOUCH_EVERY_US:
             self._touched[principal.key_id] = now_micros
             asyncio.get_running_loop().create_task(self._touch(principal.key_id))
-        return principal
+        return principal, entry.rate_limit
 
     async def _touch(self, key_id: str) -> None:
         async with self.db.write() as c:
             await touch_key(c, key_id)
+
+    async def _project(self, project_id: str) -> _ProjectEntry:
+        entry = self._projects.get(project_id)
+        if entry is None or entry.valid_until < time.monotonic():
+            async with self.db.read() as c:
+                settings = await c.scalar(
+                    sa.select(tables.projects.c.settings).where(
+                        tables.projects.c.project_id == project_id
+                    )
+                )
+            quotas = (settings or {}).get("quotas", {})
+            entry = _ProjectEntry(
+                time.monotonic() + CACHE_SECONDS,
+                exists=settings is not None,
+                rate_limit=float(quotas.get("requestsPerSecondPerKey", 0)) or None,
+            )
+            self._projects[project_id] = entry
+        return entry
 
     async def _apply_project_header(self, principal: Principal, project_id: str) -> Principal:
         if not project_id or project_id == principal.project_id:
@@ -113,19 +181,11 @@ class Authenticator:
                 f"this credential may not act on project {project_id!r}",
                 metadata={"project_id": project_id},
             )
-        if self._projects.get(project_id, 0) < time.monotonic():
-            async with self.db.read() as c:
-                found = await c.scalar(
-                    tables.projects.select()
-                    .with_only_columns(tables.projects.c.project_id)
-                    .where(tables.projects.c.project_id == project_id)
-                )
-            if found is None:
-                raise NotFound(
-                    f"project {project_id!r} not found",
-                    metadata={"resource_type": "project", "resource_id": project_id},
-                )
-            self._projects[project_id] = time.monotonic() + CACHE_SECONDS
+        if not (await self._project(project_id)).exists:
+            raise NotFound(
+                f"project {project_id!r} not found",
+                metadata={"resource_type": "project", "resource_id": project_id},
+            )
         return dataclasses.replace(principal, project_id=project_id)
 
     @staticmethod

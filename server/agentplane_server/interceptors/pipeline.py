@@ -102,7 +102,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         metadata = {m.key: m.value for m in context.invocation_metadata() or ()}
         call.request_id = begin_request(metadata, context)
         method_var.set(call.method.name)
-        principal_var.set(await self.authenticator.authenticate(metadata, call.method))
+        auth_context = None if "authorization" in metadata else context.auth_context()
+        principal_var.set(
+            await self.authenticator.authenticate(metadata, call.method, auth_context)
+        )
         if isinstance(request, Message):  # client-streaming requests are validated per item
             self.validator.check(request)
 

@@ -3,6 +3,9 @@ any servicer runs, answered with INVALID_ARGUMENT and one BadRequest.FieldViolat
 
 from __future__ import annotations
 
+import json
+import math
+
 import protovalidate
 from google.protobuf.message import Message
 
@@ -13,14 +16,93 @@ def field_path(violation: protovalidate.Violation) -> str:
     """buf.validate.FieldPath as text: messages[0].agent_id, labels["Key"]."""
     parts: list[str] = []
     for element in violation.proto.field.elements:
-        subscript = element.WhichOneof("subscript")
         text = element.field_name
-        if subscript == "index":
-            text += f"[{element.index}]"
-        elif subscript is not None:
-            text += f"[{getattr(element, subscript)!r}]".replace("'", '"')
+        subscript = element.subscript
+        if subscript is not None:
+            key = subscript.value
+            text += f"[{key}]" if subscript.field == "index" else f"[{json.dumps(key)}]"
         parts.append(text)
     return ".".join(parts)
+
+
+# Timestamp.seconds range of the well-known type: 0001-01-01 to 9999-12-31.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def wire_safety_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
+    """Checks every request needs beyond its contract rules, in one walk of the message:
+    no NUL characters in strings (PostgreSQL text cannot hold them, so both databases refuse
+    them alike), Timestamps in the well-known type's range, and finite numbers in Structs."""
+    found: list[FieldViolation] = []
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.type == field.TYPE_STRING:
+            values = (
+                value.items()
+                if _is_map(field)
+                else (enumerate(value) if _is_repeated(field) else [(None, value)])
+            )
+            for key, text in values:
+                if "\x00" in text or (isinstance(key, str) and "\x00" in key):
+                    found.append(
+                        FieldViolation(
+                            _sub(path, key), "must not contain NUL characters", "string.no_nul"
+                        )
+                    )
+        elif field.type == field.TYPE_MESSAGE:
+            items = (
+                value.items()
+                if _is_map(field)
+                else (enumerate(value) if _is_repeated(field) else [(None, value)])
+            )
+            for key, item in items:
+                if not isinstance(item, Message):  # a scalar map value
+                    texts = [key, item]
+                    if any(isinstance(t, str) and "\x00" in t for t in texts):
+                        found.append(
+                            FieldViolation(
+                                _sub(path, key), "must not contain NUL characters", "string.no_nul"
+                            )
+                        )
+                    continue
+                found += _special(item, _sub(path, key))
+                found += wire_safety_violations(item, _sub(path, key) + ".")
+    return found
+
+
+def _special(item: Message, path: str) -> list[FieldViolation]:
+    name = item.DESCRIPTOR.full_name
+    if name == "google.protobuf.Timestamp":
+        seconds, nanos = item.seconds, item.nanos  # type: ignore[attr-defined]
+        if not (_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos <= 999_999_999):
+            return [
+                FieldViolation(
+                    path, "must be a valid timestamp (years 1 to 9999)", "timestamp.valid"
+                )
+            ]
+    elif name == "google.protobuf.Value":
+        number = getattr(item, "number_value", 0.0)
+        if item.WhichOneof("kind") == "number_value" and not math.isfinite(number):
+            return [
+                FieldViolation(
+                    path, "must be a finite number (JSON has no NaN or Infinity)", "struct.finite"
+                )
+            ]
+    return []
+
+
+def _is_map(field) -> bool:  # type: ignore[no-untyped-def]
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def _is_repeated(field) -> bool:  # type: ignore[no-untyped-def]
+    return field.is_repeated
+
+
+def _sub(path: str, key: object) -> str:
+    if key is None:
+        return path
+    return f"{path}[{key}]" if isinstance(key, int) else f"{path}[{json.dumps(key)}]"
 
 
 class RequestValidator:
@@ -28,17 +110,20 @@ class RequestValidator:
         self._validator = protovalidate.Validator()
 
     def check(self, message: Message) -> None:
-        violations = self._validator.collect_violations(message)
-        if not violations:
+        # First: values that the contract rules cannot even evaluate (an out-of-range
+        # Timestamp makes the CEL runtime overflow).
+        field_violations = wire_safety_violations(message)
+        if not field_violations:
+            field_violations = [
+                FieldViolation(
+                    field=field_path(v) or "(request)",
+                    description=v.proto.message,
+                    reason=v.proto.rule_id,
+                )
+                for v in self._validator.collect_violations(message)
+            ]
+        if not field_violations:
             return
-        field_violations = [
-            FieldViolation(
-                field=field_path(v) or "(request)",
-                description=v.proto.message,
-                reason=v.proto.rule_id,
-            )
-            for v in violations
-        ]
         summary = "; ".join(f"{v.field}: {v.description}" for v in field_violations[:5])
         raise InvalidArgument(
             f"invalid {message.DESCRIPTOR.name}: {summary}", field_violations=field_violations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections.abc import AsyncIterator
 
@@ -53,11 +54,15 @@ def check_metadata(field: str, struct: struct_pb2.Struct) -> None:
         raise InvalidArgument.field(field, f"must be at most {MAX_METADATA_BYTES} bytes")
 
 
-def parse_etag(etag: str) -> int | None:
+_ETAG = re.compile(r"^[0-9]{1,18}$")
+
+
+def parse_etag(etag: str, field: str = "etag") -> int | None:
+    """Etags are the resource's version number; anything else was not issued by this server."""
     if not etag:
         return None
-    if not etag.isdigit():
-        raise InvalidArgument.field("etag", "is not an etag this server issued")
+    if not _ETAG.match(etag):
+        raise InvalidArgument.field(field, "is not an etag this server issued")
     return int(etag)
 
 
@@ -194,7 +199,7 @@ class SessionLogic:
                 values["state"] = session.state or session_pb2.SESSION_STATE_ACTIVE
             else:
                 values[path] = getattr(session, path)
-        expected = parse_etag(session.etag)
+        expected = parse_etag(session.etag, "session.etag")
         async with self.db.write() as c:
             if not await self.store.update(c, who.project_id, session.session_id, values, expected):
                 if await self.store.exists(c, who.project_id, session.session_id):
@@ -257,9 +262,14 @@ class SessionLogic:
         # The request is hashed after agent ids were resolved, so a request id reused by
         # another agent counts as a different request.
         response, appended = await run_idempotent(
-            self.db, project_id, "AppendMessages", request.request_id, request,
-            pb.AppendMessagesResponse, work,
-        )  # fmt: skip
+            self.db,
+            project_id,
+            "AppendMessages",
+            request.request_id,
+            request,
+            pb.AppendMessagesResponse,
+            work,
+        )
         if appended:
             self.events.notify(project_id, session_id)
         return response
@@ -369,9 +379,14 @@ class SessionLogic:
             )
 
         response, _ = await run_idempotent(
-            self.db, project_id, "ForkSession", request.request_id, request,
-            pb.ForkSessionResponse, work,
-        )  # fmt: skip
+            self.db,
+            project_id,
+            "ForkSession",
+            request.request_id,
+            request,
+            pb.ForkSessionResponse,
+            work,
+        )
         return response.session
 
     async def usage(self, who: Principal, session_id: str) -> pb.GetSessionUsageResponse:

@@ -45,7 +45,7 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def migrate(url: str, revision: str = "head") -> None:
+def migrate(url: str, revision: str = "heads") -> None:
     """Apply the Alembic migrations up to `revision` (idempotent)."""
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agentplane/common/v1/usage.proto\x12\x14\x61gentplane.common.v1\x1a\x1b\x62uf/validate/validate.proto\"\xc6\x01\n\x05Usage\x12*\n\x0cinput_tokens\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x0binputTokens\x12,\n\routput_tokens\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\x0coutputTokens\x12(\n\x0b\x63ost_micros\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\ncostMicros\x12\x39\n\rcost_currency\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x32\r^([A-Z]{3})?$R\x0c\x63ostCurrencyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agentplane/common/v1/usage.proto\x12\x14\x61gentplane.common.v1\x1a\x1b\x62uf/validate/validate.proto\"\xdd\x01\n\x05Usage\x12\x31\n\x0cinput_tokens\x18\x01 \x01(\x03\x42\x0e\xbaH\x0b\"\t\x18\x80\xa0\x94\xa5\x8d\x1d(\x00R\x0binputTokens\x12\x33\n\routput_tokens\x18\x02 \x01(\x03\x42\x0e\xbaH\x0b\"\t\x18\x80\xa0\x94\xa5\x8d\x1d(\x00R\x0coutputTokens\x12\x31\n\x0b\x63ost_micros\x18\x03 \x01(\x03\x42\x10\xbaH\r\"\x0b\x18\x80\x80\x9a\xa6\xea\xaf\xe3\x01(\x00R\ncostMicros\x12\x39\n\rcost_currency\x18\x04 \x01(\tB\x14\xbaH\x11r\x0f\x32\r^([A-Z]{3})?$R\x0c\x63ostCurrencyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentplane.common.v1.usage_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGE'].fields_by_name['input_tokens']._loaded_options = None
-  _globals['_USAGE'].fields_by_name['input_tokens']._serialized_options = b'\272H\004\"\002(\000'
+  _globals['_USAGE'].fields_by_name['input_tokens']._serialized_options = b'\272H\013\"\t\030\200\240\224\245\215\035(\000'
   _globals['_USAGE'].fields_by_name['output_tokens']._loaded_options = None
-  _globals['_USAGE'].fields_by_name['output_tokens']._serialized_options = b'\272H\004\"\002(\000'
+  _globals['_USAGE'].fields_by_name['output_tokens']._serialized_options = b'\272H\013\"\t\030\200\240\224\245\215\035(\000'
   _globals['_USAGE'].fields_by_name['cost_micros']._loaded_options = None
-  _globals['_USAGE'].fields_by_name['cost_micros']._serialized_options = b'\272H\004\"\002(\000'
+  _globals['_USAGE'].fields_by_name['cost_micros']._serialized_options = b'\272H\r\"\013\030\200\200\232\246\352\257\343\001(\000'
   _globals['_USAGE'].fields_by_name['cost_currency']._loaded_options = None
   _globals['_USAGE'].fields_by_name['cost_currency']._serialized_options = b'\272H\021r\0172\r^([A-Z]{3})?$'
   _globals['_USAGE']._serialized_start=88
-  _globals['_USAGE']._serialized_end=286
+  _globals['_USAGE']._serialized_end=309
 # @@protoc_insertion_point(module_scope)

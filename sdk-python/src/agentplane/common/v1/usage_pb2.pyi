@@ -19,7 +19,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 @_typing.final
 class Usage(_message.Message):
     """Usage counts the tokens a model consumed and what they cost. Totals (per session, per trace,
-    per agent) are sums of these.
+    per agent) are sums of these; the per-item bounds keep every total far inside int64.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -29,11 +29,13 @@ class Usage(_message.Message):
     COST_MICROS_FIELD_NUMBER: _builtins.int
     COST_CURRENCY_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
-    """input_tokens is the number of prompt tokens."""
+    """input_tokens is the number of prompt tokens (0 to 10^12)."""
     output_tokens: _builtins.int
-    """output_tokens is the number of generated tokens."""
+    """output_tokens is the number of generated tokens (0 to 10^12)."""
     cost_micros: _builtins.int
-    """cost_micros is the cost in millionths of cost_currency (integer, so sums are exact)."""
+    """cost_micros is the cost in millionths of cost_currency (integer, so sums are exact; 0 to
+    10^15, a billion units).
+    """
     cost_currency: _builtins.str
     """cost_currency is an ISO 4217 code; empty means "USD"."""
     def __init__(

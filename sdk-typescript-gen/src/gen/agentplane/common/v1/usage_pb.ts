@@ -11,31 +11,32 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentplane/common/v1/usage.proto.
  */
 export const file_agentplane_common_v1_usage: GenFile = /*@__PURE__*/
-  fileDesc("CiBhZ2VudHBsYW5lL2NvbW1vbi92MS91c2FnZS5wcm90bxIUYWdlbnRwbGFuZS5jb21tb24udjEikQEKBVVzYWdlEh0KDGlucHV0X3Rva2VucxgBIAEoA0IHukgEIgIoABIeCg1vdXRwdXRfdG9rZW5zGAIgASgDQge6SAQiAigAEhwKC2Nvc3RfbWljcm9zGAMgASgDQge6SAQiAigAEisKDWNvc3RfY3VycmVuY3kYBCABKAlCFLpIEXIPMg1eKFtBLVpdezN9KT8kYgZwcm90bzM", [file_buf_validate_validate]);
+  fileDesc("CiBhZ2VudHBsYW5lL2NvbW1vbi92MS91c2FnZS5wcm90bxIUYWdlbnRwbGFuZS5jb21tb24udjEiqAEKBVVzYWdlEiQKDGlucHV0X3Rva2VucxgBIAEoA0IOukgLIgkYgKCUpY0dKAASJQoNb3V0cHV0X3Rva2VucxgCIAEoA0IOukgLIgkYgKCUpY0dKAASJQoLY29zdF9taWNyb3MYAyABKANCELpIDSILGICAmqbqr+MBKAASKwoNY29zdF9jdXJyZW5jeRgEIAEoCUIUukgRcg8yDV4oW0EtWl17M30pPyRiBnByb3RvMw", [file_buf_validate_validate]);
 
 /**
  * Usage counts the tokens a model consumed and what they cost. Totals (per session, per trace,
- * per agent) are sums of these.
+ * per agent) are sums of these; the per-item bounds keep every total far inside int64.
  *
  * @generated from message agentplane.common.v1.Usage
  */
 export type Usage = Message<"agentplane.common.v1.Usage"> & {
   /**
-   * input_tokens is the number of prompt tokens.
+   * input_tokens is the number of prompt tokens (0 to 10^12).
    *
    * @generated from field: int64 input_tokens = 1;
    */
   inputTokens: bigint;
 
   /**
-   * output_tokens is the number of generated tokens.
+   * output_tokens is the number of generated tokens (0 to 10^12).
    *
    * @generated from field: int64 output_tokens = 2;
    */
   outputTokens: bigint;
 
   /**
-   * cost_micros is the cost in millionths of cost_currency (integer, so sums are exact).
+   * cost_micros is the cost in millionths of cost_currency (integer, so sums are exact; 0 to
+   * 10^15, a billion units).
    *
    * @generated from field: int64 cost_micros = 3;
    */

@@ -60,6 +60,7 @@ async def create_key(
     agent_id: str = "",
     expire_time_us: int | None = None,
     rate_limit_rps: float | None = None,
+    creator_key_id: str = "",
 ) -> MintedKey:
     key_id = f"key_{secrets.token_hex(8)}"
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -75,6 +76,7 @@ async def create_key(
             rate_limit_rps=rate_limit_rps,
             expire_time_us=expire_time_us,
             create_time_us=now_us(),
+            creator_key_id=creator_key_id,
         )
     )
     return MintedKey(key_id=key_id, secret=secret)

@@ -1,0 +1,1 @@
+"""Credentials: API keys, JWTs from an identity provider, client certificates; rate limits."""
