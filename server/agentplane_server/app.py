@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from agentplane_server.admin.bootstrap import bootstrap
 from agentplane_server.admin.logic import AdminLogic
 from agentplane_server.admin.servicer import AdminServicer
 from agentplane_server.config import Settings
+from agentplane_server.housekeeping import Housekeeping
 from agentplane_server.interceptors import CallInterceptor
 from agentplane_server.interceptors.auth import Authenticator
 from agentplane_server.interceptors.validation import RequestValidator
@@ -58,7 +59,12 @@ class ServerState:
     settings: Settings
     db: Database
     authenticator: Authenticator
+    page_tokens: PageTokens
+    housekeeping: Housekeeping
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
+    # Run after in-flight calls have drained, before the database closes (flush write-behind
+    # buffers here), in order.
+    stop_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     start_time: float = field(default_factory=time.time)
     services: list[str] = field(default_factory=list)
     port: int = 0
@@ -90,8 +96,14 @@ class AgentplaneServer:
         settings = self.settings
         db = Database(settings.resolved_database_url)
         authenticator = Authenticator(db, settings)
-        state = self.state = ServerState(settings=settings, db=db, authenticator=authenticator)
         page_tokens = PageTokens(await db.secret("page_tokens"))
+        state = self.state = ServerState(
+            settings=settings,
+            db=db,
+            authenticator=authenticator,
+            page_tokens=page_tokens,
+            housekeeping=Housekeeping(db, settings.data_dir / "housekeeping.lock"),
+        )
 
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if settings.otel_traces:
@@ -147,6 +159,7 @@ class AgentplaneServer:
                 else health_pb2.HealthCheckResponse.NOT_SERVING,
             )
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        state.housekeeping.start()
         log.info("serving", extra={"listen": settings.listen, "port": port, "pid": os.getpid()})
         return port
 
@@ -159,6 +172,9 @@ class AgentplaneServer:
         await self.health.enter_graceful_shutdown()
         self.state.shutdown.set()  # watch streams return, so clients can resume elsewhere
         await self.server.stop(grace)
+        for hook in self.state.stop_hooks:
+            await hook()
+        await self.state.housekeeping.stop()
         for cleanup in self._cleanups:
             cleanup()
         await self.state.db.dispose()
