@@ -506,3 +506,25 @@ async def test_jwks_outage_keeps_known_keys(idp: JwksServer, keys: dict[str, Any
     idp.close()
     await asyncio.sleep(0.2)
     assert (await verifier.verify(token)).project_id == "proj-a"
+
+
+async def test_a_verified_token_is_reused_until_it_expires(
+    verifier: JwtVerifier, keys: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+    original = verifier._decode
+
+    def counting(token: str, key: Any) -> dict[str, Any]:
+        decoded.append(token)
+        return original(token, key)
+
+    monkeypatch.setattr(verifier, "_decode", counting)
+    token = mint(keys["rsa"], "rsa-1", exp=int(time.time()) + 2)
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) == first
+    assert len(decoded) == 1  # the second call did not verify the signature again
+    # Past exp (here still inside the verifier's leeway), the cache is not trusted: the token
+    # is verified again.
+    monkeypatch.setattr(time, "time", lambda: first.expire_time_us / 1_000_000 + 5)
+    await verifier.verify(token)
+    assert len(decoded) == 2

@@ -13,6 +13,7 @@ import logging
 import time
 import urllib.parse
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from agentplane_server.errors import Unauthenticated
 log = logging.getLogger("agentplane.auth")
 
 ALGORITHMS = ("RS256", "ES256")
+VERIFIED_CACHE_SIZE = 10_000
 ROLES = {
     "admin": Role.ADMIN,
     "project_admin": Role.PROJECT_ADMIN,
@@ -129,6 +131,7 @@ class JwtVerifier:
         self.role_claim = role_claim
         self.agent_claim = agent_claim
         self.leeway_seconds = leeway_seconds
+        self._verified: OrderedDict[str, tuple[Principal, str | None]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JwtVerifier | None:
@@ -158,6 +161,28 @@ class JwtVerifier:
         )
 
     async def verify(self, token: str) -> Principal:
+        # Gateways send the same token on many calls: a token verified once is trusted until
+        # its exp, while its signing key is still in the key set (a withdrawn key or an expired
+        # token goes through full verification again, which then fails with the reason).
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, kid = cached
+            key = self._lookup(kid)
+            if (
+                key is not None
+                and not self._due(key)
+                and (principal.expire_time_us or 0) > time.time() * 1_000_000
+            ):
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+        principal, kid = await self._verify(token)
+        self._verified[token] = (principal, kid)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, str | None]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -171,7 +196,7 @@ class JwtVerifier:
         if key.algorithm_name != alg:
             raise _fail(f"algorithm not allowed: {alg} with a {key.algorithm_name} key")
         claims = self._decode(token, key)
-        return self._principal(claims)
+        return self._principal(claims), kid
 
     async def _key(self, kid: str | None) -> jwt.PyJWK:
         key = self._lookup(kid)
