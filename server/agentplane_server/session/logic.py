@@ -6,6 +6,7 @@ import asyncio
 import re
 import secrets
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 from google.protobuf import struct_pb2
 
@@ -25,7 +26,13 @@ from agentplane_server.errors import (
 )
 from agentplane_server.pagination import PageTokens, clamp_page_size
 from agentplane_server.session.events import SessionEvents
-from agentplane_server.session.store import SessionFilter, SessionStore, message_row, struct_to_json
+from agentplane_server.session.store import (
+    SessionFilter,
+    SessionStore,
+    message_from_row,
+    message_row,
+    struct_to_json,
+)
 from agentplane_server.storage import tables
 from agentplane_server.storage.db import Database, now_us
 from agentplane_server.storage.idempotency import run_idempotent
@@ -109,6 +116,7 @@ class SessionLogic:
                     "output_tokens": 0,
                     "cost_micros": 0,
                     "version": 1,
+                    "agent_ids": [],
                     "create_time_us": now,
                     "update_time_us": now,
                 },
@@ -120,7 +128,7 @@ class SessionLogic:
                     metadata={"session_id": session_id},
                 )
             if agent_id:
-                await self.store.add_agents(c, who.project_id, session_id, {agent_id: 0})
+                await self.store.add_agents(c, who.project_id, session_id, [], {agent_id: 0})
             session = await self.store.get(c, who.project_id, session_id)
             return pb.CreateSessionResponse(session=session)
 
@@ -239,11 +247,12 @@ class SessionLogic:
         project_id, session_id = who.project_id, request.session_id
 
         async def work(c) -> pb.AppendMessagesResponse:  # type: ignore[no-untyped-def]
-            last = await self.store.reserve_sequences(
+            reserved = await self.store.reserve_sequences(
                 c, project_id, session_id, len(inputs), total, expected
             )
-            if last is None:
+            if reserved is None:
                 raise await self._append_refusal(c, project_id, session_id)
+            last, known_agents = reserved
             first = last - len(inputs) + 1
             now = now_us()
             rows = [
@@ -255,8 +264,9 @@ class SessionLogic:
             for row in rows:
                 if row["agent_id"]:
                     first_by_agent.setdefault(row["agent_id"], row["sequence"])
-            await self.store.add_agents(c, project_id, session_id, first_by_agent)
-            stored = await self.store.list_messages(c, project_id, session_id, first - 1, len(rows))
+            await self.store.add_agents(c, project_id, session_id, known_agents, first_by_agent)
+            # The response is what was just written; no need to read it back.
+            stored = [message_from_row(SimpleNamespace(**row)) for row in rows]
             return pb.AppendMessagesResponse(messages=stored, last_sequence=last)
 
         # The request is hashed after agent ids were resolved, so a request id reused by
@@ -353,6 +363,7 @@ class SessionLogic:
                     "output_tokens": usage.output_tokens,
                     "cost_micros": usage.cost_micros,
                     "version": 1,
+                    "agent_ids": [],
                     "create_time_us": now,
                     "update_time_us": now,
                 },
@@ -373,7 +384,7 @@ class SessionLogic:
                     first_by_agent.setdefault(m.agent_id, m.sequence)
             if rows:
                 await self.store.insert_messages(c, rows)
-            await self.store.add_agents(c, project_id, new_session_id, first_by_agent)
+            await self.store.add_agents(c, project_id, new_session_id, [], first_by_agent)
             return pb.ForkSessionResponse(
                 session=await self.store.get(c, project_id, new_session_id)
             )

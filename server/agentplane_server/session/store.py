@@ -33,13 +33,13 @@ def struct_to_json(struct: struct_pb2.Struct, present: bool) -> dict | None:
     return json_format.MessageToDict(struct) if present else None
 
 
-def session_from_row(row: Any, agent_ids: Sequence[str]) -> session_pb2.Session:
+def session_from_row(row: Any) -> session_pb2.Session:
     session = session_pb2.Session(
         session_id=row.session_id,
         project_id=row.project_id,
         title=row.title,
         user_id=row.user_id,
-        agent_ids=agent_ids,
+        agent_ids=row.agent_ids or (),
         labels=row.labels or {},
         metadata=_struct(row.metadata),
         state=row.state,
@@ -137,30 +137,14 @@ class SessionFilter:
 class SessionStore:
     """Every method takes the transaction to run in; logic decides read or write."""
 
-    async def agent_ids(self, c: AsyncConnection, project_id: str, session_id: str) -> list[str]:
-        rows = await c.execute(
-            sa.select(A.c.agent_id)
-            .where(A.c.project_id == project_id, A.c.session_id == session_id)
-            .order_by(A.c.first_sequence, A.c.agent_id)
-        )
-        return [r.agent_id for r in rows]
-
     async def get(
         self, c: AsyncConnection, project_id: str, session_id: str
     ) -> session_pb2.Session | None:
-        row = (
-            await c.execute(
-                sa.select(S).where(S.c.project_id == project_id, S.c.session_id == session_id)
-            )
-        ).first()
-        if row is None:
-            return None
-        return session_from_row(row, await self.agent_ids(c, project_id, session_id))
+        row = (await c.execute(_GET, {"p_project": project_id, "p_session": session_id})).first()
+        return None if row is None else session_from_row(row)
 
     async def exists(self, c: AsyncConnection, project_id: str, session_id: str) -> bool:
-        found = await c.scalar(
-            sa.select(S.c.version).where(S.c.project_id == project_id, S.c.session_id == session_id)
-        )
+        found = await c.scalar(_EXISTS, {"p_project": project_id, "p_session": session_id})
         return found is not None
 
     async def insert(self, c: AsyncConnection, values: dict[str, Any]) -> bool:
@@ -174,10 +158,18 @@ class SessionStore:
         c: AsyncConnection,
         project_id: str,
         session_id: str,
+        known: Sequence[str],
         first_sequence_by_agent: dict[str, int],
-    ) -> None:
-        if not first_sequence_by_agent:
-            return
+    ) -> list[str]:
+        """Record agents new to the session; returns the session's agent ids in order."""
+        new = {a: n for a, n in first_sequence_by_agent.items() if a not in known}
+        if not new:
+            return list(known)
+        agent_ids = [*known, *new]
+        await c.execute(
+            _SET_AGENTS,
+            {"p_project": project_id, "p_session": session_id, "p_agents": agent_ids},
+        )
         await c.execute(
             _insert_ignore(c, A),
             [
@@ -187,9 +179,10 @@ class SessionStore:
                     "agent_id": agent_id,
                     "first_sequence": sequence,
                 }
-                for agent_id, sequence in first_sequence_by_agent.items()
+                for agent_id, sequence in new.items()
             ],
         )
+        return agent_ids
 
     async def list(
         self,
@@ -227,24 +220,7 @@ class SessionStore:
                 )
             )
         query = query.order_by(S.c.create_time_us.desc(), S.c.session_id.desc()).limit(limit)
-        rows = (await c.execute(query)).all()
-        agents = await self._agents_of(c, project_id, [r.session_id for r in rows])
-        return [session_from_row(r, agents.get(r.session_id, [])) for r in rows]
-
-    async def _agents_of(
-        self, c: AsyncConnection, project_id: str, session_ids: list[str]
-    ) -> dict[str, list[str]]:
-        if not session_ids:
-            return {}
-        rows = await c.execute(
-            sa.select(A.c.session_id, A.c.agent_id)
-            .where(A.c.project_id == project_id, A.c.session_id.in_(session_ids))
-            .order_by(A.c.session_id, A.c.first_sequence, A.c.agent_id)
-        )
-        agents: dict[str, list[str]] = {}
-        for r in rows:
-            agents.setdefault(r.session_id, []).append(r.agent_id)
-        return agents
+        return [session_from_row(r) for r in await c.execute(query)]
 
     async def update(
         self,
@@ -288,34 +264,29 @@ class SessionStore:
         count: int,
         usage: usage_pb2.Usage,
         expected_last_sequence: int | None,
-    ) -> int | None:
+    ) -> tuple[int, list[str]] | None:
         """Take `count` sequence numbers for an append and add its usage to the totals.
 
-        Returns the new last_sequence, or None when the session is missing, closed, or not at
-        expected_last_sequence. The UPDATE takes the session's row lock (PostgreSQL) or runs
-        under the write lock (SQLite), so concurrent appends get disjoint, gap-free ranges.
+        Returns the new last_sequence and the session's agent ids, or None when the session is
+        missing, closed, or not at expected_last_sequence. The UPDATE takes the session's row
+        lock (PostgreSQL) or runs under the write lock (SQLite), so concurrent appends get
+        disjoint, gap-free ranges.
         """
-        query = (
-            sa.update(S)
-            .where(
-                S.c.project_id == project_id,
-                S.c.session_id == session_id,
-                S.c.state != session_pb2.SESSION_STATE_CLOSED,
-            )
-            .values(
-                last_sequence=S.c.last_sequence + count,
-                message_count=S.c.message_count + count,
-                input_tokens=S.c.input_tokens + usage.input_tokens,
-                output_tokens=S.c.output_tokens + usage.output_tokens,
-                cost_micros=S.c.cost_micros + usage.cost_micros,
-                version=S.c.version + 1,
-                update_time_us=now_us(),
-            )
-            .returning(S.c.last_sequence)
-        )
-        if expected_last_sequence is not None:
-            query = query.where(S.c.last_sequence == expected_last_sequence)
-        return (await c.execute(query)).scalar()
+        params = {
+            "p_project": project_id,
+            "p_session": session_id,
+            "p_count": count,
+            "p_input": usage.input_tokens,
+            "p_output": usage.output_tokens,
+            "p_cost": usage.cost_micros,
+            "p_now": now_us(),
+        }
+        if expected_last_sequence is None:
+            row = (await c.execute(_RESERVE, params)).first()
+        else:
+            params["p_expected"] = expected_last_sequence
+            row = (await c.execute(_RESERVE_IF_AT, params)).first()
+        return None if row is None else (row.last_sequence, list(row.agent_ids or ()))
 
     async def state_and_last_sequence(
         self, c: AsyncConnection, project_id: str, session_id: str
@@ -376,3 +347,26 @@ class SessionStore:
             )
             for key, count, i, o, m in rows
         ]
+
+
+# The hot-path statements, built once: SQLAlchemy then reuses their compiled form and cache key
+# instead of rebuilding both on every call.
+_KEY = (S.c.project_id == sa.bindparam("p_project"), S.c.session_id == sa.bindparam("p_session"))
+_GET = sa.select(S).where(*_KEY)
+_EXISTS = sa.select(S.c.version).where(*_KEY)
+_SET_AGENTS = sa.update(S).where(*_KEY).values(agent_ids=sa.bindparam("p_agents", type_=sa.JSON))
+_RESERVE = (
+    sa.update(S)
+    .where(*_KEY, S.c.state != session_pb2.SESSION_STATE_CLOSED)
+    .values(
+        last_sequence=S.c.last_sequence + sa.bindparam("p_count"),
+        message_count=S.c.message_count + sa.bindparam("p_count"),
+        input_tokens=S.c.input_tokens + sa.bindparam("p_input"),
+        output_tokens=S.c.output_tokens + sa.bindparam("p_output"),
+        cost_micros=S.c.cost_micros + sa.bindparam("p_cost"),
+        version=S.c.version + 1,
+        update_time_us=sa.bindparam("p_now"),
+    )
+    .returning(S.c.last_sequence, S.c.agent_ids)
+)
+_RESERVE_IF_AT = _RESERVE.where(S.c.last_sequence == sa.bindparam("p_expected"))

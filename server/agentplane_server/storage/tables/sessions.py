@@ -33,6 +33,9 @@ sessions = Table(
     Column("output_tokens", BigInteger, nullable=False, default=0),
     Column("cost_micros", BigInteger, nullable=False, default=0),
     Column("version", BigInteger, nullable=False, default=1),
+    # The agents that took part, in order of first appearance: session_agents denormalised so
+    # reads of a session take one query.
+    Column("agent_ids", JSON, nullable=False, server_default="[]"),
     Column("create_time_us", BigInteger, nullable=False),
     Column("update_time_us", BigInteger, nullable=False),
     Index(None, "project_id", "create_time_us", "session_id"),
