@@ -20,7 +20,10 @@ from agentplane_server.admin.bootstrap import bootstrap
 from agentplane_server.admin.logic import AdminLogic
 from agentplane_server.admin.servicer import AdminServicer
 from agentplane_server.config import Settings
+from agentplane_server.feedback.servicer import build_feedback_service
+from agentplane_server.governance.wiring import registry_and_governance
 from agentplane_server.housekeeping import Housekeeping
+from agentplane_server.inference.servicer import InferenceServicer
 from agentplane_server.interceptors import CallInterceptor
 from agentplane_server.interceptors.auth import Authenticator
 from agentplane_server.interceptors.validation import RequestValidator
@@ -30,6 +33,11 @@ from agentplane_server.session.events import SessionEvents
 from agentplane_server.session.logic import SessionLogic
 from agentplane_server.session.servicer import SessionServicer
 from agentplane_server.storage.db import Database
+from agentplane_server.trace.servicer import (
+    OTLP_TRACE_SERVICE,
+    add_otlp_trace_service,
+    build_trace_service,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +56,8 @@ CONTRACT_SERVICES = {
     ),
     "agentplane.admin.v1.AdminService": "agentplane.admin.v1.admin_service_pb2_grpc",
 }
-# Services whose behaviour has not landed report NOT_SERVING on the health service.
+# Services that start NOT_SERVING: inference until its monitor has reached Triton (the monitor,
+# inference/health.py, then keeps the status live).
 NOT_SERVING = {"agentplane.inference.v1.InferenceService"}
 
 
@@ -134,11 +143,16 @@ class AgentplaneServer:
             "agentplane.admin.v1.AdminService": AdminServicer(
                 state, AdminLogic(db, page_tokens, authenticator.invalidate)
             ),
+            "agentplane.inference.v1.InferenceService": InferenceServicer(state, self.health),
+            **registry_and_governance(state),
+            "agentplane.feedback.v1.FeedbackService": await build_feedback_service(state),
+            "agentplane.trace.v1.TraceService": build_trace_service(state),
         }
         for name in CONTRACT_SERVICES:
             _add_servicer(server, name, servicers.get(name))
+        add_otlp_trace_service(server, servicers["agentplane.trace.v1.TraceService"])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        state.services = [*CONTRACT_SERVICES, health.SERVICE_NAME]
+        state.services = [*CONTRACT_SERVICES, OTLP_TRACE_SERVICE, health.SERVICE_NAME]
         enable_reflection(server, state.services)
 
         credentials = _server_credentials(settings)
@@ -158,6 +172,7 @@ class AgentplaneServer:
                 if serving
                 else health_pb2.HealthCheckResponse.NOT_SERVING,
             )
+        await self.health.set(OTLP_TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         state.housekeeping.start()
         log.info("serving", extra={"listen": settings.listen, "port": port, "pid": os.getpid()})

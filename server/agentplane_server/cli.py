@@ -171,6 +171,31 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _models_parser(commands: Any) -> None:
+    """`agentplane models validate|deploy|status` (inference/repository.py does the work)."""
+    # No settings flags here: --triton would be an ambiguous prefix of --triton-url; the default
+    # Triton address comes from AGENTPLANE_TRITON_URL.
+    models = commands.add_parser("models", help="validate, deploy and inspect Triton models")
+    sub = models.add_subparsers(dest="models_command", required=True)
+    validate = sub.add_parser("validate", help="check every config.pbtxt and version folder")
+    validate.add_argument("repository", help="model repository folder, e.g. triton-models")
+    validate.add_argument("--model", action="append", help="only this model (repeatable)")
+    deploy = sub.add_parser("deploy", help="load models into Triton over its API")
+    deploy.add_argument("repository", help="model repository folder, e.g. triton-models")
+    deploy.add_argument(
+        "--triton", help="Triton gRPC host:port (default: $AGENTPLANE_TRITON_URL or 127.0.0.1:8001)"
+    )
+    deploy.add_argument("--model", action="append", help="only this model (repeatable)")
+    deploy.add_argument(
+        "--config-name",
+        help="send configs/NAME.pbtxt instead of config.pbtxt where a model has one (e.g. gpu)",
+    )
+    status = sub.add_parser("status", help="models in Triton with their versions and states")
+    status.add_argument(
+        "--triton", help="Triton gRPC host:port (default: $AGENTPLANE_TRITON_URL or 127.0.0.1:8001)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agentplane", description="Agentplane control plane")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -191,11 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     key_commands.add_parser("list", help="list keys (never their secrets)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
+    _models_parser(commands)
     args = parser.parse_args(argv)
     settings = _settings(args)
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)
+    if args.command == "models":
+        from agentplane_server.inference import repository
+
+        return repository.main(args, settings.triton_url)
     if args.command == "keys":
         return asyncio.run(_keys(args, settings))
     if args.command == "migrate":

@@ -22,6 +22,15 @@ class Settings(BaseSettings):
     )
     metrics_listen: str = Field("127.0.0.1:9464", description="Prometheus /metrics (empty: off)")
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address for inference")
+    triton_timeout: float = Field(
+        60.0, gt=0, description="seconds a Triton call may take when the caller set no deadline"
+    )
+    triton_health_interval: float = Field(
+        1.0, gt=0, description="seconds between Triton liveness checks (inference health status)"
+    )
+    inference_usage_retention_days: int = Field(
+        400, ge=0, description="days inference usage records are kept (0: forever)"
+    )
     workers: int = Field(1, ge=1, le=64, description="processes sharing the port (SO_REUSEPORT)")
     tls_cert: Path | None = Field(None, description="server certificate (PEM); enables TLS")
     tls_key: Path | None = Field(None, description="server private key (PEM)")
@@ -47,12 +56,58 @@ class Settings(BaseSettings):
     watch_poll_interval: float = Field(
         0.5, gt=0, description="seconds between database polls of a watch stream (other replicas)"
     )
+    registry_removal_grace: float = Field(
+        300.0, gt=0, description="seconds a STALE agent is kept before it is removed"
+    )
+    registry_housekeeping_interval: float = Field(
+        1.0, gt=0, description="seconds between lease expiry runs (marks STALE, removes)"
+    )
+    governance_poll_interval: float = Field(
+        0.2,
+        gt=0,
+        description="seconds between checks for policy, trust and registry changes made "
+        "through other replicas (also the budget spend sync)",
+    )
+    governance_housekeeping_interval: float = Field(
+        10.0, gt=0, description="seconds between approval expiry and trust decay runs"
+    )
+    decision_log_capacity: int = Field(
+        100_000,
+        ge=1,
+        description="decisions queued for the decision log before checks are refused "
+        "with RESOURCE_EXHAUSTED",
+    )
+    decision_log_batch: int = Field(1000, ge=1, description="decision log rows per insert")
+    decision_log_flush_interval: float = Field(
+        0.1, gt=0, description="seconds a decision log batch may wait to fill"
+    )
+    decision_log_shutdown_deadline: float = Field(
+        30.0,
+        ge=0,
+        description="seconds to keep retrying the decision log at shutdown before spilling "
+        "it to a file in the data directory",
+    )
     otel_traces: bool = Field(
         False,
         description="export server spans with the OTLP exporter configured by the standard "
         "OTEL_EXPORTER_OTLP_* variables",
     )
     max_message_bytes: int = Field(8 * 1024 * 1024, description="largest request accepted")
+    otlp_max_inflight_spans: int = Field(
+        16384,
+        ge=1,
+        description="spans one process holds between receiving an OTLP Export and storing it; "
+        "beyond it Export answers RESOURCE_EXHAUSTED with RetryInfo (backpressure)",
+    )
+    otlp_retry_after: float = Field(
+        1.0, gt=0, description="retry delay (seconds) OTLP exporters are given under backpressure"
+    )
+    retention_interval: float = Field(
+        600.0,
+        gt=0,
+        description="seconds between runs of the retention job (per-project retention of "
+        "sessions, traces and feedback)",
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -79,10 +79,28 @@ class ApiError(Exception):
             holder = any_pb2.Any()
             holder.Pack(detail)
             packed.append(holder)
-        status = status_pb2.Status(
-            code=getattr(code_pb2, self.code.name), message=self.message, details=packed
+        status = rpc_status.to_status(
+            status_pb2.Status(
+                code=getattr(code_pb2, self.code.name), message=self.message, details=packed
+            )
         )
-        return rpc_status.to_status(status)
+        if self.retry_after is None:
+            return status
+        # OpenTelemetry's OTLP exporters read the retry delay from this trailer, not from the
+        # status details.
+        retry = next(d for d in details if isinstance(d, error_details_pb2.RetryInfo))
+        return _Status(
+            status.code,
+            status.details,
+            (*status.trailing_metadata, ("google.rpc.retryinfo-bin", retry.SerializeToString())),
+        )
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple
 
 
 class InvalidArgument(ApiError):

@@ -136,15 +136,11 @@ class AdminStore:
             query = query.where(P.c.version == expected)
         if (await c.execute(query)).rowcount != 1:
             return False
-        # Everything the project owns goes with it.
-        for table in (
-            K,
-            tables.sessions,
-            tables.messages,
-            tables.session_agents,
-            tables.idempotency_keys,
-        ):
-            await c.execute(sa.delete(table).where(table.c.project_id == project_id))
+        # Everything the project owns goes with it: every table with a project_id column, so a
+        # table added later cannot be forgotten here.
+        for table in reversed(tables.metadata.sorted_tables):
+            if table is not P and "project_id" in table.c:
+                await c.execute(sa.delete(table).where(table.c.project_id == project_id))
         return True
 
     # -- API keys -----------------------------------------------------------------------------

@@ -35,6 +35,17 @@ TOUCH_EVERY_US = 60_000_000  # last_used_time is written at most once a minute p
 
 _NO_SIDE_EFFECTS = descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
 
+# Methods whose request carries its own credential, which the service verifies: they need no
+# API key, JWT or client certificate, and run with ANONYMOUS (no project, read-only role).
+# Keep this list short and explicit; each entry names where its credential is checked.
+SELF_AUTHENTICATED_METHODS = frozenset(
+    {
+        # The feedback token in the request (feedback/tokens.py, FeedbackLogic.submit).
+        "agentplane.feedback.v1.FeedbackService/SubmitFeedback",
+    }
+)
+ANONYMOUS = Principal(project_id="", role=Role.READER, subject="anonymous")
+
 
 @dataclass(frozen=True, slots=True)
 class MethodInfo:
@@ -89,6 +100,8 @@ class Authenticator:
         method: MethodInfo,
         auth_context: Mapping[str, Sequence[bytes]] | None = None,
     ) -> Principal:
+        if f"{method.service}/{method.name}" in SELF_AUTHENTICATED_METHODS:
+            return ANONYMOUS
         principal, key_limit = await self._credential(metadata, auth_context)
         principal = await self._apply_project_header(principal, metadata.get(PROJECT_HEADER, ""))
         self._authorize(principal, method)

@@ -14,6 +14,8 @@ from agentplane_server.errors import FieldViolation, InvalidArgument
 
 def field_path(violation: protovalidate.Violation) -> str:
     """buf.validate.FieldPath as text: messages[0].agent_id, labels["Key"]."""
+    if violation.proto.field is None:  # a message-level rule: no single field to name
+        return ""
     parts: list[str] = []
     for element in violation.proto.field.elements:
         text = element.field_name

@@ -13,17 +13,56 @@ from agentplane_server.storage.tables.core import (
     projects,
     server_secrets,
 )
+from agentplane_server.storage.tables.feedback import feedback, feedback_categories
+from agentplane_server.storage.tables.governance import (
+    governance_approvals,
+    governance_budget_spend,
+    governance_decision_policies,
+    governance_decisions,
+    governance_policies,
+    governance_projects,
+    governance_trust_events,
+    governance_trust_scores,
+)
+from agentplane_server.storage.tables.inference import inference_usage, inference_usage_daily
+from agentplane_server.storage.tables.registry import (
+    registry_agent_facets,
+    registry_agents,
+    registry_events,
+    registry_projects,
+)
 from agentplane_server.storage.tables.sessions import messages, session_agents, sessions
+from agentplane_server.storage.tables.traces import spans, trace_agents, trace_models, traces
 
 __all__ = [
     "ID",
     "api_keys",
     "audit_events",
+    "feedback",
+    "feedback_categories",
+    "governance_approvals",
+    "governance_budget_spend",
+    "governance_decision_policies",
+    "governance_decisions",
+    "governance_policies",
+    "governance_projects",
+    "governance_trust_events",
+    "governance_trust_scores",
     "idempotency_keys",
+    "inference_usage",
+    "inference_usage_daily",
     "messages",
     "metadata",
     "projects",
+    "registry_agent_facets",
+    "registry_agents",
+    "registry_events",
+    "registry_projects",
     "server_secrets",
     "session_agents",
     "sessions",
+    "spans",
+    "trace_agents",
+    "trace_models",
+    "traces",
 ]

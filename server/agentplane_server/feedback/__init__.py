@@ -1,0 +1,1 @@
+"""FeedbackService: feedback on agents' answers, cross-agent queries, summaries and tokens."""

@@ -1,0 +1,1 @@
+"""InferenceService: embeddings and streamed generation executed by Triton Inference Server."""

@@ -1,0 +1,1 @@
+"""RegistryService: which agents exist, what they can do (A2A cards), liveness leases, watch."""

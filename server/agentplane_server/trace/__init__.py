@@ -1,0 +1,1 @@
+"""TraceService and OTLP ingestion: spans from any OpenTelemetry exporter, search, retention."""
