@@ -31,8 +31,10 @@ GRPC_SERVICES = {
     "grpc.reflection.v1alpha.ServerReflection",
     "grpc.reflection.v1.ServerReflection",
 }
+# OTLP span ingestion, served on the same port (trace/servicer.py).
+OTLP_TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 # grpcurl exits with 64 + the status code when the RPC fails.
-EXIT_INVALID_ARGUMENT, EXIT_UNIMPLEMENTED, EXIT_UNAUTHENTICATED = 64 + 3, 64 + 12, 64 + 16
+EXIT_INVALID_ARGUMENT, EXIT_UNAUTHENTICATED = 64 + 3, 64 + 16
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,7 @@ def uid(prefix: str = "cli") -> str:
 
 def test_list_shows_every_service(grpcurl) -> None:  # type: ignore[no-untyped-def]
     listed = set(ok(grpcurl("list", auth=False)).split())
-    assert listed == AGENTPLANE_SERVICES | GRPC_SERVICES
+    assert listed == AGENTPLANE_SERVICES | GRPC_SERVICES | {OTLP_TRACE_SERVICE}
 
     methods = set(ok(grpcurl("list", SESSIONS, auth=False)).split())
     assert methods == {
@@ -229,16 +231,3 @@ def test_health_check(grpcurl) -> None:  # type: ignore[no-untyped-def]
     assert check("") == {"status": "SERVING"}
     assert check(SESSIONS) == {"status": "SERVING"}
     assert check("agentplane.inference.v1.InferenceService") == {"status": "NOT_SERVING"}
-
-
-def test_rpc_not_served_yet_is_unimplemented(grpcurl) -> None:  # type: ignore[no-untyped-def]
-    result = grpcurl("agentplane.feedback.v1.FeedbackService/ListFeedback", data={})
-    assert result.returncode == EXIT_UNIMPLEMENTED, result.stderr
-    code, message, details = printed_error(result)
-    assert code == "Unimplemented"
-    assert message.startswith("agentplane.feedback.v1.FeedbackService/ListFeedback is part of")
-    assert "does not serve it yet" in message
-    assert details["ErrorInfo"]["reason"] == "ERROR_REASON_NOT_IMPLEMENTED"
-    assert details["ErrorInfo"]["metadata"] == {
-        "method": "agentplane.feedback.v1.FeedbackService/ListFeedback"
-    }
