@@ -10,10 +10,18 @@ BUF := $(TS)/node_modules/.bin/buf
 IMAGE := .build/agentplane.binpb
 BASELINE := contract/baseline.binpb
 PY_SETUP := $(VENV)/.setup-stamp
+# Triton and the models' own dependencies live apart from the server's environment.
+TRITON_VENV := .venv-triton
+TRITON_PY := $(TRITON_VENV)/bin/python
+TRITON_SETUP := $(TRITON_VENV)/.setup-stamp
+TINY_LM := triton-models/generate/1/tiny-lm
 NPM_SETUP := $(TS)/node_modules/.setup-stamp
 PYTEST_ARGS ?=
+# The google/rpc .proto files that googleapis-common-protos installs (for the TypeScript SDK's
+# error details; see sdk-typescript-gen/buf.gen.google-rpc.yaml).
+GOOGLEAPIS = $(shell $(PY) -c 'import google.rpc, pathlib; print(pathlib.Path(google.rpc.__path__[0]).parents[1])')
 
-.PHONY: help setup serve test gen check-gen image lint format breaking baseline bench clean
+.PHONY: help setup serve triton-env triton test gen check-gen image lint format breaking baseline bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,8 +40,28 @@ setup: $(PY_SETUP) $(NPM_SETUP) ## Create .venv and install the server, SDKs and
 serve: $(PY_SETUP) ## Start the server on 127.0.0.1:50051 (SQLite in ./.agentplane)
 	$(VENV)/bin/agentplane serve
 
-test: setup ## Run the whole test suite (SQLite and PostgreSQL)
+# torch is installed on its own as exactly `torch==2.13.0`: that resolves to the local CPU
+# wheel, where any other spelling pulls gigabytes of CUDA packages.
+$(TRITON_SETUP): triton-models/requirements.txt
+	test -x $(TRITON_PY) || $(PYTHON) -m venv $(TRITON_VENV)
+	echo '*' > $(TRITON_VENV)/.gitignore
+	$(TRITON_PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(TRITON_PY) -m pip install -q --disable-pip-version-check -r triton-models/requirements.txt torch==2.13.0
+	$(TRITON_PY) tests/tritonproc.py --prepare
+	touch $@
+
+$(TINY_LM)/.built: $(TRITON_SETUP) triton-models/generate/make_tiny_lm.py
+	$(TRITON_PY) triton-models/generate/make_tiny_lm.py $(TINY_LM)
+	touch $@
+
+triton-env: $(TRITON_SETUP) $(TINY_LM)/.built ## Create .venv-triton: tritonserver, model dependencies, test LM
+
+triton: triton-env ## Start Triton on triton-models/ (gRPC 8001, HTTP 8000, metrics 8002)
+	$(TRITON_PY) tests/tritonproc.py
+
+test: setup triton-env ## Run the whole test suite (SQLite and PostgreSQL, Python and TypeScript)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+	cd $(TS) && npm test
 
 image: setup ## Compile proto/ into the contract image .build/agentplane.binpb
 	$(PY) tools/build_image.py --out $(IMAGE)
@@ -42,9 +70,12 @@ gen: image ## Regenerate the Python and TypeScript code from proto/
 	find sdk-python/src/agentplane -name '*_pb2*.py*' -delete
 	rm -rf sdk-python/src/buf $(TS)/src/gen
 	$(BUF) generate
+	$(BUF) generate $(GOOGLEAPIS) --template $(TS)/buf.gen.google-rpc.yaml \
+		--path $(GOOGLEAPIS)/google/rpc/error_details.proto
 	$(PY) tools/build_image.py --validate-python sdk-python/src
 	$(PY) tools/build_image.py --out $(IMAGE) --contract-module sdk-python/src/agentplane/_contract.py \
 		--contract-ts $(TS)/src/gen/contract.ts
+	$(PY) sdk-python/scripts/gen_services.py
 
 check-gen: gen ## Fail when the committed generated code is stale
 	@if [ -n "$$(git status --porcelain -- sdk-python/src $(TS)/src/gen)" ]; then \
@@ -58,8 +89,8 @@ format: setup ## Format the .proto files in place
 lint: image ## buf format + buf lint (STANDARD, COMMENTS) on the contracts, ruff on Python
 	$(BUF) format -d --exit-code proto
 	$(BUF) lint $(IMAGE) --path agentplane --config buf.yaml
-	$(VENV)/bin/ruff check server tests bench tools
-	$(VENV)/bin/ruff format --check server tests bench tools
+	$(VENV)/bin/ruff check server tests bench tools sdk-python/src/agentplane sdk-python/scripts sdk-python/examples
+	$(VENV)/bin/ruff format --check server tests bench tools sdk-python/src/agentplane sdk-python/scripts sdk-python/examples
 
 breaking: image ## buf breaking (FILE) against the released baseline and the previous commit
 	$(BUF) breaking $(IMAGE) --against $(BASELINE) --path agentplane --config buf.yaml
@@ -74,7 +105,7 @@ breaking: image ## buf breaking (FILE) against the released baseline and the pre
 baseline: image ## Record the current contract as the released baseline (on release only)
 	cp $(IMAGE) $(BASELINE)
 
-bench: setup ## Run the benchmarks; each prints JSON figures beside its baseline
+bench: setup triton-env ## Run the benchmarks; each prints JSON figures beside its baseline
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean: ## Remove build output (keeps .venv and data)
