@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 
 from pythonjsonlogger.json import JsonFormatter
@@ -20,16 +23,35 @@ class _CallContext(logging.Filter):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
+    """JSON lines on stderr. Records are formatted and written by a background thread
+    (QueueListener), so the event loop serving calls never waits on the terminal or a pipe;
+    the call context is captured before the record leaves the calling task."""
+    global _listener
+    output = logging.StreamHandler(sys.stderr)
+    output.setFormatter(
         JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s "
             "%(request_id)s %(method)s %(project_id)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )
     )
-    handler.addFilter(_CallContext())
+    handoff = logging.handlers.QueueHandler(queue.SimpleQueue())
+    handoff.addFilter(_CallContext())
+    if _listener is not None:
+        _listener.stop()
+    _listener = logging.handlers.QueueListener(handoff.queue, output)
+    _listener.start()
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handoff]
     root.setLevel(level.upper())
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+
+
+def flush_logs() -> None:
+    """Write out every queued record (at exit)."""
+    if _listener is not None:
+        _listener.stop()
+
+
+_listener: logging.handlers.QueueListener | None = None
+atexit.register(flush_logs)

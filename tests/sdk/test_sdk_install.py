@@ -111,7 +111,11 @@ def test_example_against_a_running_server(fresh_python: Path, server, client) ->
         assert sorted(a for t in traces for a in t.agent_ids) == ["orders", "router"]
 
     eventually(traced)
-    decisions = list(
-        client.governance.list_decisions(agent_id="orders", action="tool:orders.lookup")
-    )
-    assert decisions, "the governed tool call was checked"
+
+    def checked() -> None:  # the decision log is written behind the decision
+        decisions = list(
+            client.governance.list_decisions(agent_id="orders", action="tool:orders.lookup")
+        )
+        assert decisions, "the governed tool call was checked"
+
+    eventually(checked)

@@ -57,7 +57,8 @@ class Database:
     """An async engine plus the two kinds of transaction the stores use.
 
     SQLite: writes take the database lock at BEGIN (BEGIN IMMEDIATE), so read-modify-write
-    transactions never deadlock on lock upgrade; WAL lets readers run beside the writer.
+    transactions never deadlock on lock upgrade; WAL lets readers run beside the writer; reads
+    run statement by statement (no BEGIN).
     PostgreSQL: READ COMMITTED plus row locks (UPDATE ... RETURNING) in the stores.
     """
 
@@ -87,10 +88,13 @@ class Database:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
+            # Reads run without BEGIN: each statement is its own snapshot, as under
+            # PostgreSQL's READ COMMITTED, and a read costs no extra round trip. Writes take the
+            # lock up front. The raw cursor skips SQLAlchemy's statement machinery.
             if connection.get_execution_options().get("agentplane_write"):
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
-                connection.exec_driver_sql("BEGIN")
+                cursor = connection.connection.dbapi_connection.cursor()
+                cursor.execute("BEGIN IMMEDIATE")
+                cursor.close()
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
