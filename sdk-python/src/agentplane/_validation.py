@@ -17,7 +17,9 @@ from agentplane._errors import FieldViolation, InvalidArgumentError
 _validator: Any = None
 
 
-def _field_path(violation: Any) -> str:
+def field_path(violation: Any) -> str:
+    """buf.validate.FieldPath as text: messages[0].agent_id, labels["Key"] (the server names
+    fields the same way in its BadRequest details)."""
     if violation.proto.field is None:  # a message-level rule: no single field to name
         return ""
     parts: list[str] = []
@@ -43,7 +45,7 @@ def validate_request(message: Message, method: str = "") -> None:
             ) from error
         _validator = protovalidate.Validator()
     violations = [
-        FieldViolation(_field_path(v) or "(request)", v.proto.message, v.proto.rule_id)
+        FieldViolation(field_path(v) or "(request)", v.proto.message, v.proto.rule_id)
         for v in _validator.collect_violations(message)
     ]
     if violations:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from agentplane.admin.v1 import api_key_pb2, audit_event_pb2, project_pb2
 from agentplane_server.storage import tables
 from agentplane_server.storage.db import now_us
+from agentplane_server.storage.queries import newest_first
 
 P = tables.projects
 K = tables.api_keys
@@ -168,14 +169,7 @@ class AdminStore:
             query = query.where(K.c.role == role)
         if agent_id:
             query = query.where(K.c.agent_id == agent_id)
-        if after is not None:
-            query = query.where(
-                sa.or_(
-                    K.c.create_time_us < after[0],
-                    sa.and_(K.c.create_time_us == after[0], K.c.key_id < after[1]),
-                )
-            )
-        query = query.order_by(K.c.create_time_us.desc(), K.c.key_id.desc()).limit(limit)
+        query = newest_first(query, K.c.create_time_us, K.c.key_id, after, limit)
         return [key_from_row(r) for r in await c.execute(query)]
 
     async def revoke_key(self, c: AsyncConnection, project_id: str, key_id: str) -> None:
@@ -233,12 +227,5 @@ class AdminStore:
             query = query.where(E.c.create_time_us >= after_us)
         if before_us is not None:
             query = query.where(E.c.create_time_us < before_us)
-        if position is not None:
-            query = query.where(
-                sa.or_(
-                    E.c.create_time_us < position[0],
-                    sa.and_(E.c.create_time_us == position[0], E.c.event_id < position[1]),
-                )
-            )
-        query = query.order_by(E.c.create_time_us.desc(), E.c.event_id.desc()).limit(limit)
+        query = newest_first(query, E.c.create_time_us, E.c.event_id, position, limit)
         return [event_from_row(r) for r in await c.execute(query)]

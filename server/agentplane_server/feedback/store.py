@@ -7,12 +7,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf import struct_pb2
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentplane.feedback.v1 import feedback_pb2
 from agentplane.feedback.v1 import feedback_service_pb2 as pb
 from agentplane_server.storage import tables
+from agentplane_server.storage.queries import insert_ignore, newest_first
 
 F = tables.feedback
 C = tables.feedback_categories
@@ -90,11 +90,6 @@ class Bucket:
     feedback_count: int
 
 
-def _insert_ignore(c: AsyncConnection, table: sa.Table) -> Any:
-    dialect = postgresql if c.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
-
-
 class FeedbackStore:
     """Every method takes the transaction to run in; logic decides read or write."""
 
@@ -109,7 +104,7 @@ class FeedbackStore:
         """
         project_id = values["project_id"]
         inserted = (
-            await c.execute(_insert_ignore(c, F).values(**values).returning(F.c.feedback_id))
+            await c.execute(insert_ignore(c, F).values(**values).returning(F.c.feedback_id))
         ).first()
         replaced = inserted is None
         if replaced:
@@ -236,15 +231,7 @@ class FeedbackStore:
     ) -> list[feedback_pb2.Feedback]:
         """Newest first by (create_time, feedback_id): a keyset page."""
         query = self._where(sa.select(F), project_id, where)
-        if after is not None:
-            time_us, feedback_id = after
-            query = query.where(
-                sa.or_(
-                    F.c.create_time_us < time_us,
-                    sa.and_(F.c.create_time_us == time_us, F.c.feedback_id < feedback_id),
-                )
-            )
-        query = query.order_by(F.c.create_time_us.desc(), F.c.feedback_id.desc()).limit(limit)
+        query = newest_first(query, F.c.create_time_us, F.c.feedback_id, after, limit)
         return [feedback_from_row(row) for row in await c.execute(query)]
 
     async def summarize(

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentplane.governance.v1 import decision_pb2
 from agentplane_server.storage import tables
+from agentplane_server.storage.queries import dialect_insert, insert_ignore, newest_first
 
 GP = tables.governance_projects
 POL = tables.governance_policies
@@ -41,10 +41,6 @@ class SettingsRow:
 
 
 DEFAULT_SETTINGS = SettingsRow()
-
-
-def _dialect(c: AsyncConnection) -> Any:
-    return postgresql if c.dialect.name == "postgresql" else sqlite
 
 
 def _lock(c: AsyncConnection, query: Any) -> Any:
@@ -78,8 +74,7 @@ async def get_project_row(c: AsyncConnection, project_id: str, *, lock: bool = F
 async def ensure_project_row(c: AsyncConnection, project_id: str) -> None:
     d = DEFAULT_SETTINGS
     await c.execute(
-        _dialect(c)
-        .insert(GP)
+        dialect_insert(c, GP)
         .values(
             project_id=project_id,
             default_decision=d.default_decision,
@@ -142,7 +137,7 @@ async def get_policy_row(
 
 async def insert_policy(c: AsyncConnection, values: dict[str, Any]) -> bool:
     inserted = await c.execute(
-        _dialect(c).insert(POL).on_conflict_do_nothing().values(**values).returning(POL.c.version)
+        dialect_insert(c, POL).on_conflict_do_nothing().values(**values).returning(POL.c.version)
     )
     return inserted.first() is not None
 
@@ -201,7 +196,7 @@ async def get_trust_row(
 
 
 async def upsert_trust_row(c: AsyncConnection, values: dict[str, Any]) -> None:
-    insert = _dialect(c).insert(TS).values(**values)
+    insert = dialect_insert(c, TS).values(**values)
     keys = ("project_id", "agent_id")
     await c.execute(
         insert.on_conflict_do_update(
@@ -273,15 +268,7 @@ async def list_trust_events(
         query = query.where(TE.c.create_time_us >= start_us)
     if end_us is not None:
         query = query.where(TE.c.create_time_us < end_us)
-    if after is not None:
-        time_us, event_id = after
-        query = query.where(
-            sa.or_(
-                TE.c.create_time_us < time_us,
-                sa.and_(TE.c.create_time_us == time_us, TE.c.event_id < event_id),
-            )
-        )
-    query = query.order_by(TE.c.create_time_us.desc(), TE.c.event_id.desc()).limit(limit)
+    query = newest_first(query, TE.c.create_time_us, TE.c.event_id, after, limit)
     return list(await c.execute(query))
 
 
@@ -301,7 +288,7 @@ async def decay_candidates(c: AsyncConnection, before_us: int, limit: int) -> li
 
 async def insert_approval(c: AsyncConnection, values: dict[str, Any]) -> bool:
     inserted = await c.execute(
-        _dialect(c).insert(AP).on_conflict_do_nothing().values(**values).returning(AP.c.state)
+        dialect_insert(c, AP).on_conflict_do_nothing().values(**values).returning(AP.c.state)
     )
     return inserted.first() is not None
 
@@ -365,15 +352,7 @@ async def list_approvals(
         query = query.where(AP.c.create_time_us >= start_us)
     if end_us is not None:
         query = query.where(AP.c.create_time_us < end_us)
-    if after is not None:
-        time_us, approval_id = after
-        query = query.where(
-            sa.or_(
-                AP.c.create_time_us < time_us,
-                sa.and_(AP.c.create_time_us == time_us, AP.c.approval_id < approval_id),
-            )
-        )
-    query = query.order_by(AP.c.create_time_us.desc(), AP.c.approval_id.desc()).limit(limit)
+    query = newest_first(query, AP.c.create_time_us, AP.c.approval_id, after, limit)
     return list(await c.execute(query))
 
 
@@ -403,7 +382,7 @@ async def expire_approvals(c: AsyncConnection, now: int, limit: int) -> list[Any
 
 
 async def add_spend(c: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    insert = _dialect(c).insert(BS)
+    insert = dialect_insert(c, BS)
     await c.execute(
         insert.on_conflict_do_update(
             index_elements=[BS.c.project_id, BS.c.budget_key, BS.c.bucket_us],
@@ -448,10 +427,9 @@ async def insert_decisions(
         if policy_rows:
             await _sqlite_insert_many(c, DP, policy_rows)
         return
-    dialect = _dialect(c)
-    await c.execute(dialect.insert(DL).on_conflict_do_nothing(), rows)
+    await c.execute(insert_ignore(c, DL), rows)
     if policy_rows:
-        await c.execute(dialect.insert(DP).on_conflict_do_nothing(), policy_rows)
+        await c.execute(insert_ignore(c, DP), policy_rows)
 
 
 _SQLITE_MAX_PARAMS = 30_000
@@ -526,15 +504,7 @@ async def list_decisions(
         query = query.where(DL.c.create_time_us >= start_us)
     if end_us is not None:
         query = query.where(DL.c.create_time_us < end_us)
-    if after is not None:
-        time_us, decision_id = after
-        query = query.where(
-            sa.or_(
-                DL.c.create_time_us < time_us,
-                sa.and_(DL.c.create_time_us == time_us, DL.c.decision_id < decision_id),
-            )
-        )
-    query = query.order_by(DL.c.create_time_us.desc(), DL.c.decision_id.desc()).limit(limit)
+    query = newest_first(query, DL.c.create_time_us, DL.c.decision_id, after, limit)
     return list(await c.execute(query))
 
 
@@ -564,8 +534,7 @@ async def remember_response(
 ) -> bool:
     """Store the first response for a request id; False when another call stored one first."""
     inserted = await c.execute(
-        _dialect(c)
-        .insert(K)
+        dialect_insert(c, K)
         .on_conflict_do_nothing()
         .values(
             project_id=project_id,

@@ -9,23 +9,8 @@ import math
 import protovalidate
 from google.protobuf.message import Message
 
+from agentplane._validation import field_path  # one formatting of field paths, shared
 from agentplane_server.errors import FieldViolation, InvalidArgument
-
-
-def field_path(violation: protovalidate.Violation) -> str:
-    """buf.validate.FieldPath as text: messages[0].agent_id, labels["Key"]."""
-    if violation.proto.field is None:  # a message-level rule: no single field to name
-        return ""
-    parts: list[str] = []
-    for element in violation.proto.field.elements:
-        text = element.field_name
-        subscript = element.subscript
-        if subscript is not None:
-            key = subscript.value
-            text += f"[{key}]" if subscript.field == "index" else f"[{json.dumps(key)}]"
-        parts.append(text)
-    return ".".join(parts)
-
 
 # Timestamp.seconds range of the well-known type: 0001-01-01 to 9999-12-31.
 _MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799

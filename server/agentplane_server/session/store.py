@@ -8,13 +8,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf import json_format, struct_pb2
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentplane.common.v1 import usage_pb2
 from agentplane.session.v1 import session_pb2
 from agentplane_server.storage import tables
 from agentplane_server.storage.db import now_us
+from agentplane_server.storage.queries import insert_ignore, newest_first
 
 S = tables.sessions
 M = tables.messages
@@ -118,12 +118,6 @@ def message_row(
     }
 
 
-def _insert_ignore(connection: AsyncConnection, table: sa.Table) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING in the connection's dialect."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
-
-
 @dataclass(frozen=True, slots=True)
 class SessionFilter:
     user_id: str = ""
@@ -150,7 +144,7 @@ class SessionStore:
     async def insert(self, c: AsyncConnection, values: dict[str, Any]) -> bool:
         """Insert a session row; False when the id is taken."""
         # RETURNING rather than rowcount: psycopg reports no rowcount for ON CONFLICT inserts.
-        inserted = await c.execute(_insert_ignore(c, S).values(**values).returning(S.c.version))
+        inserted = await c.execute(insert_ignore(c, S).values(**values).returning(S.c.version))
         return inserted.first() is not None
 
     async def add_agents(
@@ -171,7 +165,7 @@ class SessionStore:
             {"p_project": project_id, "p_session": session_id, "p_agents": agent_ids},
         )
         await c.execute(
-            _insert_ignore(c, A),
+            insert_ignore(c, A),
             [
                 {
                     "project_id": project_id,
@@ -211,15 +205,7 @@ class SessionStore:
                     A.c.agent_id == where.agent_id,
                 )
             )
-        if after is not None:
-            time_us, session_id = after
-            query = query.where(
-                sa.or_(
-                    S.c.create_time_us < time_us,
-                    sa.and_(S.c.create_time_us == time_us, S.c.session_id < session_id),
-                )
-            )
-        query = query.order_by(S.c.create_time_us.desc(), S.c.session_id.desc()).limit(limit)
+        query = newest_first(query, S.c.create_time_us, S.c.session_id, after, limit)
         return [session_from_row(r) for r in await c.execute(query)]
 
     async def update(

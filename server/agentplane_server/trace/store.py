@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentplane_server.storage import tables
+from agentplane_server.storage.queries import newest_first
 from agentplane_server.trace.ingest import SPAN, SPAN_COLUMNS, TRACE, SpanRow, TraceSummary
 
 S = tables.spans
@@ -306,15 +307,7 @@ class TraceStore:
                     TA.c.agent_id.in_(where.agent_ids),
                 )
             )
-        if after is not None:
-            time_us, trace_id = after
-            query = query.where(
-                sa.or_(
-                    T.c.start_time_us < time_us,
-                    sa.and_(T.c.start_time_us == time_us, T.c.trace_id < trace_id),
-                )
-            )
-        query = query.order_by(T.c.start_time_us.desc(), T.c.trace_id.desc()).limit(limit)
+        query = newest_first(query, T.c.start_time_us, T.c.trace_id, after, limit)
         return list((await c.execute(query)).all())
 
     async def agents_and_models(
