@@ -1,9 +1,11 @@
-"""Per-project retention of sessions (with their messages), traces (with their spans) and feedback,
-run by the housekeeping loop of a real server, on SQLite and PostgreSQL: exactly the expired rows
-go, nothing else, and the rows-removed metrics count them.
+"""Per-project retention of sessions (with their messages), traces (with their spans), feedback,
+governance decisions (with their policy rows, and trust events) and audit events, run by the
+housekeeping loop of a real server, on SQLite and PostgreSQL: exactly the expired rows go,
+nothing else, and the rows-removed metrics count them.
 
-Records are made through the API, then aged by rewriting their times in the database (no long
-sleeps); the server runs the retention job every 0.2 s (AGENTPLANE_RETENTION_INTERVAL).
+Records are made through the API (decisions, trust and audit events also written directly), then
+aged by rewriting their times in the database (no long sleeps); the server runs the retention job
+every 0.2 s (AGENTPLANE_RETENTION_INTERVAL).
 """
 
 from __future__ import annotations
@@ -120,6 +122,72 @@ class Fixture:
         self.kept_feedback = [give_feedback() for _ in range(2)]
         self.old_traces = [trace(2), trace(3)]
         self.kept_traces = [trace(1), trace(2)]
+        self.old_decisions, self.kept_decisions = [uid("d"), uid("d")], [uid("d"), uid("d")]
+        self.old_events, self.kept_events = [uid("te"), uid("te")], [uid("te"), uid("te")]
+        self.old_audit, self.kept_audit = [uid("ae"), uid("ae")], [uid("ae"), uid("ae")]
+
+    def add_rows(self, engine: sa.Engine) -> None:
+        """Decisions (two policies each), trust events and audit events, all new for now."""
+        now, p = time.time_ns() // 1000, self.project_id
+        with engine.begin() as c:
+            for decision_id in self.old_decisions + self.kept_decisions:
+                c.execute(
+                    sa.insert(tables.governance_decisions).values(
+                        decision_id=decision_id,
+                        project_id=p,
+                        kind=1,
+                        agent_id="router",
+                        action="tool:x",
+                        decision=1,
+                        verdict=0,
+                        record=b"",
+                        create_time_us=now,
+                    )
+                )
+                for policy_id in ("p1", "p2"):
+                    c.execute(
+                        sa.insert(tables.governance_decision_policies).values(
+                            project_id=p,
+                            policy_id=policy_id,
+                            decision_id=decision_id,
+                            create_time_us=now,
+                        )
+                    )
+            for event_id in self.old_events + self.kept_events:
+                c.execute(
+                    sa.insert(tables.governance_trust_events).values(
+                        event_id=event_id,
+                        project_id=p,
+                        agent_id="router",
+                        cause=1,
+                        delta=0.01,
+                        score_after=0.5,
+                        action="",
+                        decision_id="",
+                        request_id="",
+                        feedback_id="",
+                        actor="",
+                        comment="",
+                        create_time_us=now,
+                    )
+                )
+            for event_id in self.old_audit + self.kept_audit:
+                c.execute(
+                    sa.insert(tables.audit_events).values(
+                        event_id=event_id,
+                        project_id=p,
+                        actor_key_id="k",
+                        actor_subject="s",
+                        actor_project_id=p,
+                        actor_role=1,
+                        actor_agent_id="",
+                        action="x",
+                        resource_type="t",
+                        resource_id="r",
+                        request_id="",
+                        create_time_us=now,
+                    )
+                )
 
     def age(self, engine: sa.Engine) -> None:
         now = time.time_ns() // 1000
@@ -150,6 +218,32 @@ class Fixture:
                     .where(SP.c.project_id == p, SP.c.trace_id.in_(ids))
                     .values(create_time_us=when)
                 )
+            D, DP = tables.governance_decisions, tables.governance_decision_policies
+            for ids, when in ((self.old_decisions, old), (self.kept_decisions[:1], recent)):
+                for table in (D, DP):
+                    c.execute(
+                        sa.update(table)
+                        .where(table.c.project_id == p, table.c.decision_id.in_(ids))
+                        .values(create_time_us=when)
+                    )
+            TE, AE = tables.governance_trust_events, tables.audit_events
+            for table, gone, kept in (
+                (TE, self.old_events, self.kept_events),
+                (AE, self.old_audit, self.kept_audit),
+            ):
+                for ids, when in ((gone, old), (kept[:1], recent)):
+                    c.execute(
+                        sa.update(table)
+                        .where(table.c.project_id == p, table.c.event_id.in_(ids))
+                        .values(create_time_us=when)
+                    )
+            # The FEEDBACK_UP events of the feedback: all old. Those of expired feedback go with
+            # it; those of kept feedback stay (they make a replaced rating count once).
+            c.execute(
+                sa.update(TE)
+                .where(TE.c.project_id == p, TE.c.feedback_id != "")
+                .values(create_time_us=old)
+            )
 
 
 def keys(engine: sa.Engine, project_id: str) -> dict[str, set]:
@@ -166,6 +260,10 @@ def keys(engine: sa.Engine, project_id: str) -> dict[str, set]:
             (tables.spans, ["trace_id", "span_id"]),
             (tables.trace_agents, ["trace_id", "agent_id"]),
             (tables.trace_models, ["trace_id", "model"]),
+            (tables.governance_decisions, ["decision_id"]),
+            (tables.governance_decision_policies, ["decision_id", "policy_id"]),
+            (tables.governance_trust_events, ["event_id", "feedback_id"]),
+            (tables.audit_events, ["event_id"]),
         ):
             rows = c.execute(
                 sa.select(*[table.c[name] for name in columns]).where(
@@ -186,6 +284,14 @@ def without(rows: dict[str, set], fixture: Fixture) -> dict[str, set]:
             expected[name] = {k for k in keys_ if k[0] not in gone_sessions}
         elif name in ("feedback", "feedback_categories"):
             expected[name] = {k for k in keys_ if k[0] not in gone_feedback}
+        elif name.startswith("governance_decision"):
+            expected[name] = {k for k in keys_ if k[0] not in fixture.old_decisions}
+        elif name == "governance_trust_events":
+            expected[name] = {
+                k for k in keys_ if k[0] not in fixture.old_events and k[1] not in gone_feedback
+            }
+        elif name == "audit_events":
+            expected[name] = {k for k in keys_ if k[0] not in fixture.old_audit}
         else:
             expected[name] = {k for k in keys_ if k[0] not in gone_traces}
     return expected
@@ -219,7 +325,11 @@ def test_retention_removes_exactly_the_expired_rows(retention_server) -> None:  
             project_id=expiring,
             settings=project_pb2.ProjectSettings(
                 retention=project_pb2.RetentionSettings(
-                    sessions=TWO_HOURS, traces=TWO_HOURS, feedback=TWO_HOURS
+                    sessions=TWO_HOURS,
+                    traces=TWO_HOURS,
+                    feedback=TWO_HOURS,
+                    decisions=TWO_HOURS,
+                    audit_events=TWO_HOURS,
                 )
             ),
         ),
@@ -229,6 +339,8 @@ def test_retention_removes_exactly_the_expired_rows(retention_server) -> None:  
     url = server.database_url or f"sqlite:///{server.data_dir / 'agentplane.db'}"
     engine = sa.create_engine(sync_url(url))
     try:
+        for fixture in fixtures:
+            fixture.add_rows(engine)
         before = {f.project_id: keys(engine, f.project_id) for f in fixtures}
         assert before[expiring]["messages"] and before[expiring]["spans"]
         assert before[expiring]["feedback_categories"] and before[expiring]["trace_models"]
@@ -249,5 +361,9 @@ def test_retention_removes_exactly_the_expired_rows(retention_server) -> None:  
     removed = {name: len(before[expiring][name]) - len(expected[name]) for name in before[expiring]}
     assert removed["sessions"] == 2 and removed["messages"] == 5 and removed["spans"] == 5
     assert removed["feedback"] == 3 and removed["feedback_categories"] == 6
+    assert removed["governance_decisions"] == 2 and removed["governance_decision_policies"] == 4
+    # 2 old events without feedback + the 3 of the expired feedback; the 2 old ones of the kept
+    # feedback stay.
+    assert removed["governance_trust_events"] == 5 and removed["audit_events"] == 2
     for table, count in removed.items():
         assert removed_metric(server.metrics_port, table) == count, table

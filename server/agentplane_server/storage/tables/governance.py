@@ -160,4 +160,6 @@ governance_decision_policies = Table(
     Index(
         "ix_governance_decision_policies_policy_time", "project_id", "policy_id", "create_time_us"
     ),
+    # Retention deletes a decision's rows by project and decision (the key leads with policy_id).
+    Index(None, "project_id", "decision_id"),
 )
