@@ -603,13 +603,15 @@ def test_validate_output_policy_checks_and_model(p: Project) -> None:
         metadata=p.md,
     )
     assert review.verdict == D.VERDICT_FLAG_FOR_REVIEW
+    # No Triton behind this server: MODEL asked for explicitly cannot run
+    # (tests/test_validate_output_guard.py runs it against a real one).
     error = expect_error(
-        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNAVAILABLE,
         p.gov.ValidateOutput,
         pb.ValidateOutputRequest(agent_id="billing", content="x", checks=[D.DETECTOR_MODEL]),
         metadata=p.md,
     )
-    assert error.reason == "ERROR_REASON_MODEL_NOT_READY"
+    assert error.reason == "ERROR_REASON_INFERENCE_UNAVAILABLE"
 
 
 # -- trust -------------------------------------------------------------------------------------

@@ -130,6 +130,7 @@ class AgentplaneServer:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
+        inference = InferenceServicer(state, self.health)
         servicers: dict[str, Any] = {
             "agentplane.session.v1.SessionService": SessionServicer(
                 SessionLogic(
@@ -143,8 +144,8 @@ class AgentplaneServer:
             "agentplane.admin.v1.AdminService": AdminServicer(
                 state, AdminLogic(db, page_tokens, authenticator.invalidate)
             ),
-            "agentplane.inference.v1.InferenceService": InferenceServicer(state, self.health),
-            **registry_and_governance(state),
+            "agentplane.inference.v1.InferenceService": inference,
+            **registry_and_governance(state, inference),
             "agentplane.feedback.v1.FeedbackService": await build_feedback_service(state),
             "agentplane.trace.v1.TraceService": build_trace_service(state),
         }

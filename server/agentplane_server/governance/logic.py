@@ -35,6 +35,7 @@ from agentplane_server.authz import acting_agent
 from agentplane_server.context import Principal, Role
 from agentplane_server.errors import (
     AlreadyExists,
+    ApiError,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -45,6 +46,7 @@ from agentplane_server.errors import (
 )
 from agentplane_server.governance import detectors, store
 from agentplane_server.governance.budgets import BudgetLedger, budget_key, usage_amount
+from agentplane_server.governance.classifier import OutputClassifier
 from agentplane_server.governance.conditions import ConditionError
 from agentplane_server.governance.decision_log import DecisionLog
 from agentplane_server.governance.evaluate import (
@@ -187,8 +189,10 @@ class GovernanceLogic:
         watch_poll_interval: float,
         decision_log: DecisionLog,
         shutdown: asyncio.Event,
+        classifier: OutputClassifier | None = None,
     ) -> None:
         self.db = db
+        self.classifier = classifier
         self.page_tokens = page_tokens
         self.snapshots = Snapshots(db, poll_interval)
         self.ledger = BudgetLedger(db, poll_interval)
@@ -583,7 +587,7 @@ class GovernanceLogic:
         agent_id = self._agent_for(who, request.agent_id)
         if request.HasField("context"):
             _check_context("context", request.context)
-        if D.DETECTOR_MODEL in request.checks:
+        if D.DETECTOR_MODEL in request.checks and self.classifier is None:
             raise FailedPrecondition(
                 "no classifier model is deployed for output validation yet",
                 reason=ErrorReason.ERROR_REASON_MODEL_NOT_READY,
@@ -603,8 +607,9 @@ class GovernanceLogic:
                 if prior.request_hash != _request_hash(keyed):
                     raise request_id_conflict(request.request_id)
                 return pb.ValidateOutputResponse.FromString(bytes(prior.response))
-        checks = list(request.checks) or DEFAULT_CHECKS
+        checks = list(request.checks) or list(DEFAULT_CHECKS)
         content = request.content
+        model_findings, skipped = await self._model_check(content, checks, not request.checks)
         if len(content) > DETECTOR_THREAD_BYTES:
             hits = await asyncio.to_thread(detectors.run, content, checks)
         else:
@@ -645,6 +650,7 @@ class GovernanceLogic:
                     )
                 )
                 policy_ids.append(policy.policy_id)
+        findings.extend(model_findings)
         for hit in hits:
             findings.append(
                 D.Finding(
@@ -724,8 +730,47 @@ class GovernanceLogic:
         summary.fields["content_type"].string_value = request.content_type or "text/plain"
         summary.fields["content_length"].number_value = len(content.encode("utf-8"))
         summary.fields["checks"].list_value.extend([D.Detector.Name(c) for c in checks])
+        if skipped:
+            summary.fields["skipped_checks"].list_value.extend([D.Detector.Name(D.DETECTOR_MODEL)])
+            summary.fields["skipped_reason"].string_value = skipped
         self._append_record(record, started, None)
         return response
+
+    async def _model_check(
+        self, content: str, checks: list[int], by_default: bool
+    ) -> tuple[list[D.Finding], str]:
+        """(MODEL findings, why MODEL was skipped or ""). Asked for explicitly, the model must
+        answer (its errors are the caller's); run by default, it runs only when the classifier
+        is ready and is skipped, and `checks` left without it, when it is not."""
+        classifier = self.classifier
+        if by_default:
+            if classifier is None:
+                return [], "no classifier model is configured"
+            if not classifier.ready():
+                return [], "the inference backend or the classifier model is not ready"
+            try:
+                result = await classifier.classify(content)
+            except ApiError as error:
+                return [], f"the classifier failed: {error}"
+            checks.append(D.DETECTOR_MODEL)
+        elif D.DETECTOR_MODEL in checks and classifier is not None:
+            result = await classifier.classify(content)
+        else:
+            return [], ""
+        if not result.flagged:
+            return [], ""
+        model = classifier.model
+        return [
+            D.Finding(
+                detector=D.DETECTOR_MODEL,
+                detector_name=f"{model}:{result.category}",
+                # The guard model is a cheap first filter (triton-models/README.md), so a hit
+                # asks for human review rather than rejecting the output outright.
+                severity=D.SEVERITY_HIGH,
+                message=f"model {model} classified this output as {result.category} "
+                f"(score {result.score:.2f})",
+            )
+        ], ""
 
     # -- policies -------------------------------------------------------------------------------
 

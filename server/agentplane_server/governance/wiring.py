@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from agentplane_server.governance.classifier import OutputClassifier
 from agentplane_server.governance.decision_log import DecisionLog
 from agentplane_server.governance.logic import GovernanceLogic
 from agentplane_server.governance.servicer import GovernanceServicer
@@ -17,12 +18,16 @@ from agentplane_server.storage.db import Database, now_us
 
 if TYPE_CHECKING:
     from agentplane_server.app import ServerState
+    from agentplane_server.inference.servicer import InferenceServicer
 
 MAX_BUDGET_WINDOW_US = 2_678_400 * 1_000_000
 
 
-def registry_and_governance(state: ServerState) -> dict[str, Any]:
-    """{service name: servicer} for RegistryService and GovernanceService."""
+def registry_and_governance(
+    state: ServerState, inference: InferenceServicer | None = None
+) -> dict[str, Any]:
+    """{service name: servicer} for RegistryService and GovernanceService. ValidateOutput's
+    MODEL check uses `inference`'s Triton client and health monitor (no second channel)."""
     settings = state.settings
     registry = RegistryLogic(
         state.db,
@@ -44,6 +49,9 @@ def registry_and_governance(state: ServerState) -> dict[str, Any]:
             spill_dir=settings.data_dir,
         ),
         shutdown=state.shutdown,
+        classifier=(
+            OutputClassifier(inference.triton, inference.health) if inference is not None else None
+        ),
     )
     # A registry change made here reaches this process's policy snapshots at once.
     registry.listeners.append(governance.snapshots.poke)
