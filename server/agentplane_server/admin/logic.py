@@ -24,7 +24,7 @@ from agentplane_server.errors import (
     etag_mismatch,
 )
 from agentplane_server.pagination import PageTokens, clamp_page_size
-from agentplane_server.session.logic import parse_etag
+from agentplane_server.resources import parse_etag
 from agentplane_server.storage.db import Database, now_us
 from agentplane_server.storage.idempotency import run_idempotent
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import time
 from typing import Any
 
@@ -24,6 +23,7 @@ from agentplane_server.feedback.store import Bucket, FeedbackFilter, FeedbackSto
 from agentplane_server.feedback.tokens import FeedbackTokens, TokenClaims, invalid
 from agentplane_server.governance.trust import record_feedback_trust
 from agentplane_server.pagination import PageTokens, clamp_page_size
+from agentplane_server.resources import new_id
 from agentplane_server.storage.db import Database, now_us
 from agentplane_server.storage.idempotency import run_idempotent
 
@@ -37,7 +37,7 @@ MUTABLE_PATHS = ("rating", "score", "comment", "correction", "categories", "meta
 
 
 def new_feedback_id() -> str:
-    return f"fb_{secrets.token_hex(10)}"
+    return new_id("fb")
 
 
 def feedback_not_found(feedback_id: str) -> NotFound:

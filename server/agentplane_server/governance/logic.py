@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -69,6 +68,7 @@ from agentplane_server.governance.trust import (
 )
 from agentplane_server.pagination import PageTokens, clamp_page_size
 from agentplane_server.registry.logic import Waiters
+from agentplane_server.resources import new_id, parse_etag
 from agentplane_server.storage.db import Database, now_us
 
 log = logging.getLogger(__name__)
@@ -116,22 +116,10 @@ _DURATION_COLUMNS = {
 }
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"
-
-
 def _duration(us: int) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
     d.FromMicroseconds(us)
     return d
-
-
-def _etag(etag: str, field_name: str) -> int | None:
-    if not etag:
-        return None
-    if not etag.isdigit() or len(etag) > 18:
-        raise InvalidArgument.field(field_name, "is not an etag this server issued")
-    return int(etag)
 
 
 def _check_context(field_name: str, context: struct_pb2.Struct) -> None:
@@ -902,7 +890,7 @@ class GovernanceLogic:
             raise InvalidArgument.field(
                 "update_mask", f"paths must be among {sorted(POLICY_PATHS)}; got {bad or 'none'}"
             )
-        expected = _etag(given.etag, "policy.etag")
+        expected = parse_etag(given.etag, "policy.etag")
         project_id, policy_id = who.project_id, given.policy_id
         async with self.db.write() as c:
             row = await store.get_policy_row(c, project_id, policy_id, lock=True)
@@ -948,7 +936,7 @@ class GovernanceLogic:
 
     async def delete_policy(self, who: Principal, request: pb.DeletePolicyRequest) -> None:
         self._admin(who, "DeletePolicy")
-        expected = _etag(request.etag, "etag")
+        expected = parse_etag(request.etag, "etag")
         project_id = who.project_id
         async with self.db.write() as c:
             row = await store.get_policy_row(c, project_id, request.policy_id, lock=True)
@@ -1115,7 +1103,7 @@ class GovernanceLogic:
     ) -> governance_settings_pb2.GovernanceSettings:
         self._admin(who, "UpdateGovernanceSettings")
         given = request.settings
-        expected = _etag(given.etag, "settings.etag")
+        expected = parse_etag(given.etag, "settings.etag")
         values: dict[str, Any] = {}
         for path in request.update_mask.paths:  # checked by the contract's rules
             if path == "default_decision":

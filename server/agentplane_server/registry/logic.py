@@ -19,7 +19,7 @@ from agentplane.registry.v1 import agent_pb2
 from agentplane.registry.v1 import registry_service_pb2 as pb
 from agentplane_server.authz import acting_agent
 from agentplane_server.context import Principal
-from agentplane_server.errors import InvalidArgument, NotFound, etag_mismatch
+from agentplane_server.errors import NotFound, etag_mismatch
 from agentplane_server.pagination import PageTokens, clamp_page_size
 from agentplane_server.registry.cards import a2a_json, matches
 from agentplane_server.registry.store import (
@@ -29,6 +29,7 @@ from agentplane_server.registry.store import (
     agent_from_row,
     card_columns,
 )
+from agentplane_server.resources import parse_etag
 from agentplane_server.storage.db import Database, now_us
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,6 @@ def agent_not_found(agent_id: str) -> NotFound:
         f"agent {agent_id!r} is not registered",
         metadata={"resource_type": "agent", "resource_id": agent_id},
     )
-
-
-def parse_etag(etag: str, field: str) -> int | None:
-    if not etag:
-        return None
-    if not etag.isdigit() or len(etag) > 18:
-        raise InvalidArgument.field(field, "is not an etag this server issued")
-    return int(etag)
 
 
 def _duration_us(message: object, present: bool) -> int:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
-import secrets
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
@@ -25,6 +23,7 @@ from agentplane_server.errors import (
     etag_mismatch,
 )
 from agentplane_server.pagination import PageTokens, clamp_page_size
+from agentplane_server.resources import new_id, parse_etag
 from agentplane_server.session.events import SessionEvents
 from agentplane_server.session.store import (
     SessionFilter,
@@ -44,10 +43,6 @@ WATCH_BATCH = 500
 MUTABLE_PATHS = {"title", "user_id", "labels", "metadata", "state"}
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"
-
-
 def session_not_found(session_id: str) -> NotFound:
     return NotFound(
         f"session {session_id!r} not found",
@@ -59,18 +54,6 @@ def session_not_found(session_id: str) -> NotFound:
 def check_metadata(field: str, struct: struct_pb2.Struct) -> None:
     if struct.ByteSize() > MAX_METADATA_BYTES:
         raise InvalidArgument.field(field, f"must be at most {MAX_METADATA_BYTES} bytes")
-
-
-_ETAG = re.compile(r"^[0-9]{1,18}$")
-
-
-def parse_etag(etag: str, field: str = "etag") -> int | None:
-    """Etags are the resource's version number; anything else was not issued by this server."""
-    if not etag:
-        return None
-    if not _ETAG.match(etag):
-        raise InvalidArgument.field(field, "is not an etag this server issued")
-    return int(etag)
 
 
 class SessionLogic:
