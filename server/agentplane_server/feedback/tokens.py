@@ -82,7 +82,9 @@ class FeedbackTokens:
         if len(parts) != 3 or parts[0] != PREFIX:
             raise invalid("malformed")
         body, signature = parts[1], parts[2]
-        if not hmac.compare_digest(self._sign(body), signature):
+        # compare_digest takes str only when both are ASCII: compare bytes, so a signature
+        # holding other characters is just a mismatch.
+        if not hmac.compare_digest(self._sign(body).encode(), signature.encode(errors="replace")):
             raise invalid("signature does not match")
         try:
             payload = json.loads(_unb64(body))

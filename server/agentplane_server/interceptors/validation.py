@@ -14,6 +14,8 @@ from agentplane_server.errors import FieldViolation, InvalidArgument
 
 # Timestamp.seconds range of the well-known type: 0001-01-01 to 9999-12-31.
 _MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+# Duration range of the well-known type: about +-10,000 years.
+_MAX_DURATION_SECONDS = 315_576_000_000
 
 
 def wire_safety_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
@@ -67,6 +69,20 @@ def _special(item: Message, path: str) -> list[FieldViolation]:
                     path, "must be a valid timestamp (years 1 to 9999)", "timestamp.valid"
                 )
             ]
+    elif name == "google.protobuf.Duration":
+        seconds, nanos = item.seconds, item.nanos  # type: ignore[attr-defined]
+        if not (
+            abs(seconds) <= _MAX_DURATION_SECONDS
+            and abs(nanos) <= 999_999_999
+            and (seconds == 0 or nanos == 0 or (seconds > 0) == (nanos > 0))
+        ):
+            return [
+                FieldViolation(
+                    path,
+                    "must be a valid duration (at most 315,576,000,000 seconds either way)",
+                    "duration.valid",
+                )
+            ]
     elif name == "google.protobuf.Value":
         number = getattr(item, "number_value", 0.0)
         if item.WhichOneof("kind") == "number_value" and not math.isfinite(number):
@@ -101,13 +117,22 @@ class RequestValidator:
         # Timestamp makes the CEL runtime overflow).
         field_violations = wire_safety_violations(message)
         if not field_violations:
+            try:
+                found = self._validator.collect_violations(message)
+            except protovalidate.EvaluationError as exc:
+                # A value the rules cannot be evaluated on (e.g. an arithmetic overflow in a
+                # rule's expression) is not a valid request either.
+                raise InvalidArgument(
+                    f"invalid {message.DESCRIPTOR.name}: a field's value cannot be checked "
+                    f"against the contract's rules ({exc})"
+                ) from exc
             field_violations = [
                 FieldViolation(
                     field=field_path(v) or "(request)",
                     description=v.proto.message,
                     reason=v.proto.rule_id,
                 )
-                for v in self._validator.collect_violations(message)
+                for v in found
             ]
         if not field_violations:
             return
