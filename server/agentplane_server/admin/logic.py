@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import field_mask_pb2, json_format
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentplane.admin.v1 import admin_service_pb2 as pb
@@ -19,6 +19,7 @@ from agentplane_server.context import Principal, Role, request_id_var
 from agentplane_server.errors import (
     AlreadyExists,
     FailedPrecondition,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     etag_mismatch,
@@ -50,6 +51,53 @@ def require_project_admin(who: Principal, action: str) -> None:
 
 def _settings_json(project: project_pb2.Project) -> dict[str, Any]:
     return json_format.MessageToDict(project.settings)
+
+
+def _settings_paths(descriptor: Any = project_pb2.ProjectSettings.DESCRIPTOR) -> list[str]:
+    """Every update_mask path below `settings` (derived from the contract, so a setting added
+    there is maskable without a change here)."""
+    paths = []
+    for field in descriptor.fields:
+        paths.append(field.name)
+        if field.message_type is not None and field.message_type.full_name.startswith(
+            "agentplane."
+        ):
+            paths += [f"{field.name}.{sub}" for sub in _settings_paths(field.message_type)]
+    return paths
+
+
+PROJECT_MASK_PATHS = frozenset(
+    ["display_name", "labels", "settings", *(f"settings.{p}" for p in _settings_paths())]
+)
+# Quotas limit what a project may use, so only an admin sets them ("settings" replaces them too).
+QUOTA_PATHS = frozenset(p for p in PROJECT_MASK_PATHS if p == "settings" or ".quotas" in p)
+# Roles from most to least powerful: a project_admin manages only keys of roles below its own.
+_ROLE_RANK = {Role.ADMIN: 0, Role.PROJECT_ADMIN: 1, Role.AGENT: 2, Role.READER: 2}
+
+
+def require_manages_role(who: Principal, role: int, action: str) -> None:
+    """An admin manages keys of every role; a project_admin only agent and reader keys."""
+    if who.role is Role.ADMIN:
+        return
+    if _ROLE_RANK[Role(role)] <= _ROLE_RANK[who.role]:
+        raise PermissionDenied(
+            f"{action}: a {who.role.name.lower()} credential manages only keys of roles below "
+            f"its own (agent, reader), not {api_key_pb2.Role.Name(role)} keys",
+            metadata={"role": api_key_pb2.Role.Name(role)},
+        )
+
+
+def _merged_settings(
+    stored: project_pb2.Project, given: project_pb2.Project, paths: list[str]
+) -> dict[str, Any]:
+    """The stored settings with the masked settings paths taken from the request (an unset
+    field in the request clears the setting, as a field mask update does)."""
+    merged = project_pb2.Project()
+    merged.settings.CopyFrom(stored.settings)
+    field_mask_pb2.FieldMask(paths=paths).MergeMessage(
+        given, merged, replace_message_field=True, replace_repeated_field=True
+    )
+    return json_format.MessageToDict(merged.settings)
 
 
 class AdminLogic:
@@ -177,15 +225,31 @@ class AdminLogic:
         project = request.project
         if not self._visible(who, project.project_id):
             raise not_found("project", project.project_id)
+        paths = list(dict.fromkeys(request.update_mask.paths))
+        unknown = [p for p in paths if p not in PROJECT_MASK_PATHS]
+        if unknown:
+            raise InvalidArgument.field(
+                "update_mask", f"unknown paths {unknown}; paths are {sorted(PROJECT_MASK_PATHS)}"
+            )
+        if who.role is not Role.ADMIN and any(p in QUOTA_PATHS for p in paths):
+            raise PermissionDenied(
+                "only an admin credential may change a project's quotas "
+                f"(update_mask paths {sorted(QUOTA_PATHS)})",
+                metadata={"paths": ",".join(p for p in paths if p in QUOTA_PATHS)},
+            )
         values: dict[str, Any] = {}
-        for path in request.update_mask.paths:  # paths are checked by the contract's rules
-            if path == "settings":
-                values["settings"] = _settings_json(project)
-            elif path == "labels":
+        for path in paths:
+            if path == "labels":
                 values["labels"] = dict(project.labels)
-            else:
-                values[path] = getattr(project, path)
+            elif path == "display_name":
+                values["display_name"] = project.display_name
+        settings_paths = [p for p in paths if p.split(".", 1)[0] == "settings"]
         async with self.db.write() as c:
+            if settings_paths:
+                stored = await self.store.get_project(c, project.project_id)
+                if stored is None:
+                    raise not_found("project", project.project_id)
+                values["settings"] = _merged_settings(stored, project, settings_paths)
             if not await self.store.update_project(
                 c, project.project_id, values, parse_etag(project.etag, "project.etag")
             ):
@@ -242,8 +306,7 @@ class AdminLogic:
         self, who: Principal, request: pb.CreateApiKeyRequest
     ) -> pb.CreateApiKeyResponse:
         require_project_admin(who, "CreateApiKey")
-        if request.role == api_key_pb2.ROLE_ADMIN and who.role is not Role.ADMIN:
-            raise PermissionDenied("only an admin credential may create admin keys")
+        require_manages_role(who, request.role, "CreateApiKey")
         expire_time_us = None
         if request.HasField("expire_time"):
             expire_time_us = request.expire_time.ToMicroseconds()
@@ -337,6 +400,8 @@ class AdminLogic:
             key = await self.store.get_key(c, who.project_id, key_id)
             if key is None:
                 raise not_found("api_key", key_id)
+            if who.key_id != key_id:
+                require_manages_role(who, key.role, "RevokeApiKey")
             if key.state == api_key_pb2.API_KEY_STATE_ACTIVE:
                 if (
                     key.role == api_key_pb2.ROLE_ADMIN
