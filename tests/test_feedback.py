@@ -504,12 +504,20 @@ def test_roles_and_projects(project: Project, server) -> None:  # type: ignore[n
         pb.GetFeedbackRequest(feedback_id=mine.feedback_id), metadata=project.reader_md
     )
     assert read.feedback == mine
-    # An agent may give feedback (e.g. as an evaluator) and read it.
+    # An agent may give feedback on its own answers (e.g. a self-evaluation), never on
+    # another agent's.
     by_agent = project.feedback.CreateFeedback(
-        pb.CreateFeedbackRequest(score=0.9, agent_id="iso", source=MODEL),
+        pb.CreateFeedbackRequest(score=0.9, agent_id=project.agent_id, source=MODEL),
         metadata=project.agent_md,
     )
     assert by_agent.feedback.project_id == project.project_id
+    assert by_agent.feedback.agent_id == project.agent_id
+    expect_error(
+        grpc.StatusCode.PERMISSION_DENIED,
+        project.feedback.CreateFeedback,
+        pb.CreateFeedbackRequest(score=0.9, agent_id="iso", source=MODEL),
+        metadata=project.agent_md,
+    )
     # Another project sees none of it.
     error = expect_error(
         grpc.StatusCode.NOT_FOUND,

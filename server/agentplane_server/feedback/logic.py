@@ -1,5 +1,18 @@
 """FeedbackService behaviour: ids, one feedback per user per message, idempotency, filters,
-summaries and feedback tokens."""
+summaries and feedback tokens.
+
+Who may write feedback about whom, and which feedback moves trust:
+- A person's verdict reaches the server through a feedback token (SubmitFeedback): the agent
+  mints it for one of its own answers and hands it to the user. It counts as HUMAN feedback
+  and moves the agent's trust.
+- Operators' credentials (admin, project_admin) may write feedback about any agent of the
+  project, with any source (reviewers, evaluation pipelines); it moves trust.
+- An agent credential writes feedback only about its own answers (agent_id is itself; a named
+  message stored in Agentplane must be one it wrote) and never as FEEDBACK_SOURCE_HUMAN (unset means
+  FEEDBACK_SOURCE_MODEL): what an agent says about itself is recorded but never moves its trust.
+  It may update or delete only the feedback it wrote, and its feedback never replaces anyone
+  else's. Readers write nothing.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +26,13 @@ from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentplane.common.v1 import time_range_pb2
+from agentplane.common.v1.error_reason_pb2 import ErrorReason
 from agentplane.feedback.v1 import feedback_pb2
 from agentplane.feedback.v1 import feedback_service_pb2 as pb
 from agentplane_server.auth.ratelimit import RateLimiter
 from agentplane_server.authz import acting_agent
-from agentplane_server.context import Principal
-from agentplane_server.errors import InvalidArgument, NotFound
+from agentplane_server.context import Principal, Role
+from agentplane_server.errors import InvalidArgument, NotFound, PermissionDenied
 from agentplane_server.feedback.store import Bucket, FeedbackFilter, FeedbackStore
 from agentplane_server.feedback.tokens import FeedbackTokens, TokenClaims, invalid
 from agentplane_server.governance.trust import record_feedback_trust
@@ -59,11 +73,15 @@ def metadata_json(message: Message) -> dict | None:
     return json_format.MessageToDict(message.metadata)  # type: ignore[attr-defined]
 
 
-def dedupe_key(user_id: str, message_id: str, token_id: str = "") -> str | None:
+def dedupe_key(
+    user_id: str, message_id: str, token_id: str = "", author_agent_id: str = ""
+) -> str | None:
     """The key under which a later feedback replaces an earlier one (fixed length, so long ids
-    fit the indexed column): the user and message when both are known, else the token."""
+    fit the indexed column): the user and message when both are known, else the token. An
+    agent's own feedback has keys of its own, so it never replaces a person's or an operator's."""
     if user_id and message_id:
-        digest = hashlib.sha256(json.dumps([user_id, message_id]).encode()).hexdigest()
+        parts = [user_id, message_id, author_agent_id] if author_agent_id else [user_id, message_id]
+        digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
         return f"um:{digest}"
     if token_id:
         return f"tk:{token_id}"
@@ -84,6 +102,7 @@ def feedback_row(
     source: int,
     links: pb.CreateFeedbackRequest | TokenClaims,
     dedupe: str | None,
+    author_agent_id: str = "",
 ) -> dict[str, Any]:
     """A new feedback row: the judgement from the request, the links (agent, session, message,
     trace, user) from the request or from a feedback token."""
@@ -104,6 +123,7 @@ def feedback_row(
         "message_id": links.message_id,
         "trace_id": links.trace_id,
         "dedupe_key": dedupe,
+        "author_agent_id": author_agent_id,
         "create_time_us": now,
         "update_time_us": now,
     }
@@ -124,20 +144,28 @@ class FeedbackLogic:
         self, who: Principal, request: pb.CreateFeedbackRequest
     ) -> pb.CreateFeedbackResponse:
         check_metadata("metadata", request.metadata)
+        author = _author(who)
+        keyed = pb.CreateFeedbackRequest()
+        keyed.CopyFrom(request)
+        keyed.agent_id = acting_agent(who, request.agent_id)
+        keyed.source = _source(who, request.source)
 
         async def work(c) -> pb.CreateFeedbackResponse:  # type: ignore[no-untyped-def]
+            await self._check_own_answer(c, who, keyed.message_id)
             feedback, replaced = await self.store.insert_or_replace(
                 c,
                 feedback_row(
                     who.project_id,
-                    request,
-                    metadata=metadata_json(request),
-                    source=request.source or feedback_pb2.FEEDBACK_SOURCE_HUMAN,
-                    links=request,
-                    dedupe=dedupe_key(request.user_id, request.message_id),
+                    keyed,
+                    metadata=metadata_json(keyed),
+                    source=keyed.source,
+                    links=keyed,
+                    dedupe=dedupe_key(keyed.user_id, keyed.message_id, author_agent_id=author),
+                    author_agent_id=author,
                 ),
             )
-            await _move_trust(c, feedback)
+            if not author:
+                await _move_trust(c, feedback)
             return pb.CreateFeedbackResponse(feedback=feedback, replaced=replaced)
 
         response, _ = await run_idempotent(
@@ -145,11 +173,39 @@ class FeedbackLogic:
             who.project_id,
             "CreateFeedback",
             request.request_id,
-            request,
+            keyed,
             pb.CreateFeedbackResponse,
             work,
         )
         return response
+
+    async def _check_own_answer(self, c: AsyncConnection, who: Principal, message_id: str) -> None:
+        """An agent credential names only messages it wrote (feedback and feedback tokens),
+        where the message is stored in Agentplane."""
+        if who.role is not Role.AGENT or not message_id:
+            return
+        owner = await self.store.message_agent(c, who.project_id, message_id)
+        # A message kept outside Agentplane cannot be checked; the agent_id still is.
+        if owner is not None and owner != who.agent_id:
+            raise PermissionDenied(
+                f"message {message_id!r} was written by another agent; an agent credential "
+                "writes feedback only about its own answers",
+                reason=ErrorReason.ERROR_REASON_AGENT_IDENTITY_MISMATCH,
+                metadata={"agent_id": who.agent_id, "field": "message_id"},
+            )
+
+    async def _check_author(self, c: AsyncConnection, who: Principal, feedback_id: str) -> None:
+        """An agent credential changes only feedback it wrote; others, any of the project's."""
+        author = await self.store.author(c, who.project_id, feedback_id)
+        if author is None:
+            raise feedback_not_found(feedback_id)
+        if who.role is Role.AGENT and author != who.agent_id:
+            raise PermissionDenied(
+                f"feedback {feedback_id!r} was not written by this agent; an agent credential "
+                "may change only the feedback it wrote",
+                reason=ErrorReason.ERROR_REASON_AGENT_IDENTITY_MISMATCH,
+                metadata={"agent_id": who.agent_id, "field": "feedback_id"},
+            )
 
     # -- read, update, delete -----------------------------------------------------------------
 
@@ -183,6 +239,7 @@ class FeedbackLogic:
                 values[path] = getattr(given, path)
         values["update_time_us"] = now_us()
         async with self.db.write() as c:
+            await self._check_author(c, who, given.feedback_id)
             if not await self.store.update(c, who.project_id, given.feedback_id, values):
                 raise feedback_not_found(given.feedback_id)
             updated = await self.store.get(c, who.project_id, given.feedback_id)
@@ -191,6 +248,7 @@ class FeedbackLogic:
 
     async def delete(self, who: Principal, feedback_id: str) -> None:
         async with self.db.write() as c:
+            await self._check_author(c, who, feedback_id)
             if not await self.store.delete(c, who.project_id, feedback_id):
                 raise feedback_not_found(feedback_id)
 
@@ -246,6 +304,9 @@ class FeedbackLogic:
         self, who: Principal, request: pb.CreateFeedbackTokenRequest
     ) -> pb.CreateFeedbackTokenResponse:
         agent_id = acting_agent(who, request.agent_id)
+        if who.role is Role.AGENT and request.message_id:
+            async with self.db.read() as c:
+                await self._check_own_answer(c, who, request.message_id)
         ttl_us = request.ttl.ToMicroseconds() if request.HasField("ttl") else DEFAULT_TOKEN_TTL_US
         expire_us = now_us() + ttl_us
         token = self.tokens.mint(
@@ -290,6 +351,24 @@ class FeedbackLogic:
             )
             await _move_trust(c, feedback)
         return pb.SubmitFeedbackResponse(feedback=feedback, replaced=replaced)
+
+
+def _author(who: Principal) -> str:
+    """The agent recorded as the feedback's author: set only for agent credentials."""
+    return who.agent_id if who.role is Role.AGENT else ""
+
+
+def _source(who: Principal, requested: int) -> int:
+    """The stored source. An agent credential never speaks for a person."""
+    if who.role is not Role.AGENT:
+        return requested or feedback_pb2.FEEDBACK_SOURCE_HUMAN
+    if requested == feedback_pb2.FEEDBACK_SOURCE_HUMAN:
+        raise PermissionDenied(
+            "an agent credential cannot record a person's verdict (FEEDBACK_SOURCE_HUMAN); "
+            "mint a feedback token (CreateFeedbackToken) and let the person submit it",
+            metadata={"field": "source"},
+        )
+    return requested or feedback_pb2.FEEDBACK_SOURCE_MODEL
 
 
 async def _move_trust(c: AsyncConnection, feedback: feedback_pb2.Feedback) -> None:

@@ -162,6 +162,26 @@ class FeedbackStore:
         ).first()
         return None if row is None else feedback_from_row(row)
 
+    async def author(self, c: AsyncConnection, project_id: str, feedback_id: str) -> str | None:
+        """The agent whose credential wrote the feedback ("" for anyone else); None when
+        there is no such feedback."""
+        return await c.scalar(
+            sa.select(F.c.author_agent_id).where(
+                F.c.project_id == project_id, F.c.feedback_id == feedback_id
+            )
+        )
+
+    async def message_agent(
+        self, c: AsyncConnection, project_id: str, message_id: str
+    ) -> str | None:
+        """The agent that wrote a session message of the project; None when there is none."""
+        M = tables.messages
+        return await c.scalar(
+            sa.select(M.c.agent_id).where(
+                M.c.project_id == project_id, M.c.message_id == message_id
+            )
+        )
+
     async def update(
         self, c: AsyncConnection, project_id: str, feedback_id: str, values: dict[str, Any]
     ) -> bool:

@@ -33,6 +33,10 @@ feedback = Table(
     Column("message_id", String(ID), nullable=False, default=""),
     Column("trace_id", String(32), nullable=False, default=""),
     Column("metadata", JSON, nullable=True),
+    # The agent whose own credential wrote this feedback ("" for a person's feedback token or
+    # an operator's credential): what an agent says about itself never moves its trust, and
+    # an agent may change only the feedback it wrote.
+    Column("author_agent_id", String(ID), nullable=False, server_default=""),
     # One feedback per key and project: a digest of (user_id, message_id) when both are set, or
     # of the feedback token for anonymous SubmitFeedback; NULL (never equal) otherwise.
     Column("dedupe_key", String(80), nullable=True),
