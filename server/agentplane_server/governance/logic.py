@@ -190,7 +190,8 @@ class GovernanceLogic:
         self.approval_waiters = Waiters()
         # decision_id -> (project_id, charges) of recent budget-charging decisions, so that
         # ReportExecution can replace an estimate before the decision log is written.
-        self._charges: OrderedDict[str, tuple[str, list]] = OrderedDict()
+        # decision_id -> (project_id, agent_id, charges).
+        self._charges: OrderedDict[str, tuple[str, str, list]] = OrderedDict()
 
     def start(self) -> None:
         self.decision_log.start()
@@ -556,7 +557,7 @@ class GovernanceLogic:
         charges = None
         if decided.charges:
             charges = [[k[1], bucket, amount] for k, bucket, amount in decided.charges]
-            self._charges[response.decision_id] = (project_id, charges)
+            self._charges[response.decision_id] = (project_id, agent_id, charges)
             if len(self._charges) > RECENT_CHARGES:
                 self._charges.popitem(last=False)
         self._append_record(record, started, charges)
@@ -1204,6 +1205,8 @@ class GovernanceLogic:
 
         async def work(c) -> pb.ReportExecutionResponse:  # type: ignore[no-untyped-def]
             corrections.clear()
+            if request.decision_id:
+                await self._check_decision_agent(c, who, project_id, agent_id, request.decision_id)
             if request.decision_id and request.HasField("usage"):
                 corrections.extend(await self._usage_corrections(c, project_id, request))
             score, event = await record_event(
@@ -1234,6 +1237,29 @@ class GovernanceLogic:
             await self._refresh(project_id)
         return response
 
+    async def _check_decision_agent(
+        self, c: Any, who: Principal, project_id: str, agent_id: str, decision_id: str
+    ) -> None:
+        """A report on a decision is about the agent the decision was made for: only that
+        agent (or an operator naming it) reports on it, so no agent can refund another's
+        budget or file outcomes against another's decisions."""
+        local = self._charges.get(decision_id)
+        if local is not None and local[0] == project_id:
+            decided_for = local[1]
+        else:
+            row = await store.get_decision_row(c, project_id, decision_id)
+            decided_for = row.agent_id if row is not None else None
+        if decided_for is None or decided_for == agent_id:
+            return
+        message = f"decision {decision_id!r} was made for another agent, not {agent_id!r}"
+        if who.role is Role.AGENT:
+            raise PermissionDenied(
+                f"{message}; an agent credential reports only on its own decisions",
+                reason=ErrorReason.ERROR_REASON_AGENT_IDENTITY_MISMATCH,
+                metadata={"agent_id": agent_id, "field": "decision_id"},
+            )
+        raise InvalidArgument.field("decision_id", f"{message}: name the agent it was made for")
+
     async def _usage_corrections(
         self, c: Any, project_id: str, request: pb.ReportExecutionRequest
     ) -> list:
@@ -1243,7 +1269,7 @@ class GovernanceLogic:
         local = self._charges.get(request.decision_id)
         charges = None
         if local is not None and local[0] == project_id:
-            charges = local[1]
+            charges = local[2]
         else:
             # Made by another replica (or before a restart): its charges are in the decision
             # log. A decision made elsewhere within the last flush interval may not be there
@@ -1264,7 +1290,7 @@ class GovernanceLogic:
                 corrections.append(((project_id, budget_key_text), bucket, actual - amount))
             updated.append([budget_key_text, bucket, actual])
         if local is not None:
-            self._charges[request.decision_id] = (project_id, updated)
+            self._charges[request.decision_id] = (project_id, local[1], updated)
         await store.set_decision_charges(c, project_id, request.decision_id, updated)
         return corrections
 
