@@ -1488,10 +1488,17 @@ class FeedbackServiceClient:
         """CreateFeedback stores a feedback. When user_id and message_id are both set and that user
         already gave feedback on that message, the stored feedback is replaced instead (same
         feedback_id, replaced = true), so a user's second rating never counts twice. Retrying
-        with the same request_id returns the first result.
+        with the same request_id returns the first result. Who may write what: admin and
+        project_admin credentials may write feedback about any agent of the project, with any
+        source, and it moves that agent's trust score. An agent credential writes feedback only
+        about its own answers (agent_id is itself; a message_id naming a message stored in
+        Agentplane must name one it wrote) and never with FEEDBACK_SOURCE_HUMAN (unset is stored
+        as FEEDBACK_SOURCE_MODEL); its feedback never moves trust and never replaces another
+        author's. A person's verdict arrives through a feedback token (SubmitFeedback).
 
         Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (request_id reused with a different
-        request), UNAUTHENTICATED, PERMISSION_DENIED.
+        request), UNAUTHENTICATED, PERMISSION_DENIED (reader, another agent's id or message,
+        FEEDBACK_SOURCE_HUMAN from an agent credential).
         """
         message, owned = _request(
             feedback_service_pb2.CreateFeedbackRequest,
@@ -1559,7 +1566,8 @@ class FeedbackServiceClient:
         headers: Headers | None = None,
     ) -> feedback_service_pb2.UpdateFeedbackResponse:
         """UpdateFeedback changes the fields named in update_mask (rating, score, comment,
-        correction, categories, metadata); the links, user_id and source cannot change.
+        correction, categories, metadata); the links, user_id and source cannot change. An agent
+        credential may update only the feedback it wrote itself.
 
         Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, UNAUTHENTICATED,
         PERMISSION_DENIED.
@@ -1589,7 +1597,8 @@ class FeedbackServiceClient:
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
     ) -> feedback_service_pb2.DeleteFeedbackResponse:
-        """DeleteFeedback deletes one feedback.
+        """DeleteFeedback deletes one feedback. An agent credential may delete only the feedback it
+        wrote itself.
 
         Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
         """
@@ -1763,10 +1772,12 @@ class FeedbackServiceClient:
         """CreateFeedbackToken mints a signed, short-lived token that lets its holder (typically the
         end user's browser) submit feedback on one message with SubmitFeedback, without an API
         key. The token binds the project, agent_id, session_id, message_id, trace_id and user_id;
-        the server stores nothing. The session and message need not be stored in Agentplane.
+        the server stores nothing. The session and message need not be stored in Agentplane; when
+        the message is, an agent credential may mint tokens only for messages it wrote.
 
         Errors: INVALID_ARGUMENT (bad fields, ttl over 24 hours), UNAUTHENTICATED, PERMISSION_DENIED
-        (an agent credential naming another agent: ERROR_REASON_AGENT_IDENTITY_MISMATCH).
+        (an agent credential naming another agent or another agent's message:
+        ERROR_REASON_AGENT_IDENTITY_MISMATCH).
         """
         message, owned = _request(
             feedback_service_pb2.CreateFeedbackTokenRequest,
@@ -1875,10 +1886,17 @@ class AsyncFeedbackServiceClient:
         """CreateFeedback stores a feedback. When user_id and message_id are both set and that user
         already gave feedback on that message, the stored feedback is replaced instead (same
         feedback_id, replaced = true), so a user's second rating never counts twice. Retrying
-        with the same request_id returns the first result.
+        with the same request_id returns the first result. Who may write what: admin and
+        project_admin credentials may write feedback about any agent of the project, with any
+        source, and it moves that agent's trust score. An agent credential writes feedback only
+        about its own answers (agent_id is itself; a message_id naming a message stored in
+        Agentplane must name one it wrote) and never with FEEDBACK_SOURCE_HUMAN (unset is stored
+        as FEEDBACK_SOURCE_MODEL); its feedback never moves trust and never replaces another
+        author's. A person's verdict arrives through a feedback token (SubmitFeedback).
 
         Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (request_id reused with a different
-        request), UNAUTHENTICATED, PERMISSION_DENIED.
+        request), UNAUTHENTICATED, PERMISSION_DENIED (reader, another agent's id or message,
+        FEEDBACK_SOURCE_HUMAN from an agent credential).
         """
         message, owned = _request(
             feedback_service_pb2.CreateFeedbackRequest,
@@ -1946,7 +1964,8 @@ class AsyncFeedbackServiceClient:
         headers: Headers | None = None,
     ) -> feedback_service_pb2.UpdateFeedbackResponse:
         """UpdateFeedback changes the fields named in update_mask (rating, score, comment,
-        correction, categories, metadata); the links, user_id and source cannot change.
+        correction, categories, metadata); the links, user_id and source cannot change. An agent
+        credential may update only the feedback it wrote itself.
 
         Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, UNAUTHENTICATED,
         PERMISSION_DENIED.
@@ -1976,7 +1995,8 @@ class AsyncFeedbackServiceClient:
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
     ) -> feedback_service_pb2.DeleteFeedbackResponse:
-        """DeleteFeedback deletes one feedback.
+        """DeleteFeedback deletes one feedback. An agent credential may delete only the feedback it
+        wrote itself.
 
         Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
         """
@@ -2150,10 +2170,12 @@ class AsyncFeedbackServiceClient:
         """CreateFeedbackToken mints a signed, short-lived token that lets its holder (typically the
         end user's browser) submit feedback on one message with SubmitFeedback, without an API
         key. The token binds the project, agent_id, session_id, message_id, trace_id and user_id;
-        the server stores nothing. The session and message need not be stored in Agentplane.
+        the server stores nothing. The session and message need not be stored in Agentplane; when
+        the message is, an agent credential may mint tokens only for messages it wrote.
 
         Errors: INVALID_ARGUMENT (bad fields, ttl over 24 hours), UNAUTHENTICATED, PERMISSION_DENIED
-        (an agent credential naming another agent: ERROR_REASON_AGENT_IDENTITY_MISMATCH).
+        (an agent credential naming another agent or another agent's message:
+        ERROR_REASON_AGENT_IDENTITY_MISMATCH).
         """
         message, owned = _request(
             feedback_service_pb2.CreateFeedbackTokenRequest,
@@ -3747,10 +3769,14 @@ class GovernanceServiceClient:
         """ReportExecution reports how an action the agent carried out ended; it updates the agent's
         trust score (one trust event) and, when decision_id names an ALLOW decision that charged
         budgets, replaces that decision's usage estimate with the reported usage. Retrying with
-        the same request_id returns the first result and counts once.
+        the same request_id returns the first result and counts once. A decision is reported on
+        only for the agent it was made for: by that agent's credential, or by an operator naming
+        that agent.
 
-        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (request_id reused with a different
-        request), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad fields; decision_id of a decision made for another agent than
+        agent_id), ALREADY_EXISTS (request_id reused with a different request), UNAUTHENTICATED,
+        PERMISSION_DENIED (an agent credential naming another agent or another agent's decision:
+        ERROR_REASON_AGENT_IDENTITY_MISMATCH).
         """
         message, owned = _request(
             governance_service_pb2.ReportExecutionRequest,
@@ -4788,10 +4814,14 @@ class AsyncGovernanceServiceClient:
         """ReportExecution reports how an action the agent carried out ended; it updates the agent's
         trust score (one trust event) and, when decision_id names an ALLOW decision that charged
         budgets, replaces that decision's usage estimate with the reported usage. Retrying with
-        the same request_id returns the first result and counts once.
+        the same request_id returns the first result and counts once. A decision is reported on
+        only for the agent it was made for: by that agent's credential, or by an operator naming
+        that agent.
 
-        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (request_id reused with a different
-        request), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad fields; decision_id of a decision made for another agent than
+        agent_id), ALREADY_EXISTS (request_id reused with a different request), UNAUTHENTICATED,
+        PERMISSION_DENIED (an agent credential naming another agent or another agent's decision:
+        ERROR_REASON_AGENT_IDENTITY_MISMATCH).
         """
         message, owned = _request(
             governance_service_pb2.ReportExecutionRequest,
@@ -5982,7 +6012,8 @@ class AdminServiceClient:
         """CreateApiKey creates an API key in the caller's project and returns its secret `key`. The
         secret is shown exactly once, in this response: the server stores only its hash, so it
         can never be read again — store it now, or revoke the key and create another. ROLE_ADMIN
-        may create keys of any role; ROLE_PROJECT_ADMIN any role but ROLE_ADMIN.
+        may create keys of any role; ROLE_PROJECT_ADMIN only keys of roles below its own
+        (ROLE_AGENT, ROLE_READER).
 
         Errors: INVALID_ARGUMENT (bad fields, agent_id missing for ROLE_AGENT or set for another
         role), ALREADY_EXISTS (request_id reused with a different request), RESOURCE_EXHAUSTED (the
@@ -6128,9 +6159,9 @@ class AdminServiceClient:
     ) -> admin_service_pb2.RevokeApiKeyResponse:
         """RevokeApiKey revokes a key for good: calls with it fail with UNAUTHENTICATED once every
         replica has seen the revocation (within 10 seconds). Revoking a revoked or expired key
-        changes nothing and returns it. ROLE_ADMIN and ROLE_PROJECT_ADMIN may revoke keys of the
-        project (ROLE_ADMIN keys only by ROLE_ADMIN); any key may revoke itself. The last active
-        ROLE_ADMIN key of the server cannot be revoked.
+        changes nothing and returns it. ROLE_ADMIN may revoke any key of the project;
+        ROLE_PROJECT_ADMIN only keys of roles below its own (ROLE_AGENT, ROLE_READER); any key
+        may revoke itself. The last active ROLE_ADMIN key of the server cannot be revoked.
 
         Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (last active admin key),
         UNAUTHENTICATED, PERMISSION_DENIED.
@@ -6509,7 +6540,8 @@ class AsyncAdminServiceClient:
         """CreateApiKey creates an API key in the caller's project and returns its secret `key`. The
         secret is shown exactly once, in this response: the server stores only its hash, so it
         can never be read again — store it now, or revoke the key and create another. ROLE_ADMIN
-        may create keys of any role; ROLE_PROJECT_ADMIN any role but ROLE_ADMIN.
+        may create keys of any role; ROLE_PROJECT_ADMIN only keys of roles below its own
+        (ROLE_AGENT, ROLE_READER).
 
         Errors: INVALID_ARGUMENT (bad fields, agent_id missing for ROLE_AGENT or set for another
         role), ALREADY_EXISTS (request_id reused with a different request), RESOURCE_EXHAUSTED (the
@@ -6655,9 +6687,9 @@ class AsyncAdminServiceClient:
     ) -> admin_service_pb2.RevokeApiKeyResponse:
         """RevokeApiKey revokes a key for good: calls with it fail with UNAUTHENTICATED once every
         replica has seen the revocation (within 10 seconds). Revoking a revoked or expired key
-        changes nothing and returns it. ROLE_ADMIN and ROLE_PROJECT_ADMIN may revoke keys of the
-        project (ROLE_ADMIN keys only by ROLE_ADMIN); any key may revoke itself. The last active
-        ROLE_ADMIN key of the server cannot be revoked.
+        changes nothing and returns it. ROLE_ADMIN may revoke any key of the project;
+        ROLE_PROJECT_ADMIN only keys of roles below its own (ROLE_AGENT, ROLE_READER); any key
+        may revoke itself. The last active ROLE_ADMIN key of the server cannot be revoked.
 
         Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (last active admin key),
         UNAUTHENTICATED, PERMISSION_DENIED.

@@ -52,8 +52,8 @@ class _FeedbackSource:
 class _FeedbackSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeedbackSource.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     FEEDBACK_SOURCE_UNSPECIFIED: _FeedbackSource.ValueType  # 0
-    """FEEDBACK_SOURCE_UNSPECIFIED is stored as FEEDBACK_SOURCE_HUMAN on create; in filters it
-    matches any source.
+    """FEEDBACK_SOURCE_UNSPECIFIED is stored as FEEDBACK_SOURCE_HUMAN on create (as
+    FEEDBACK_SOURCE_MODEL when an agent credential writes it); in filters it matches any source.
     """
     FEEDBACK_SOURCE_HUMAN: _FeedbackSource.ValueType  # 1
     """FEEDBACK_SOURCE_HUMAN is a person, e.g. an end user or a reviewer."""
@@ -66,8 +66,8 @@ class FeedbackSource(_FeedbackSource, metaclass=_FeedbackSourceEnumTypeWrapper):
     """FeedbackSource says who produced a feedback."""
 
 FEEDBACK_SOURCE_UNSPECIFIED: FeedbackSource.ValueType  # 0
-"""FEEDBACK_SOURCE_UNSPECIFIED is stored as FEEDBACK_SOURCE_HUMAN on create; in filters it
-matches any source.
+"""FEEDBACK_SOURCE_UNSPECIFIED is stored as FEEDBACK_SOURCE_HUMAN on create (as
+FEEDBACK_SOURCE_MODEL when an agent credential writes it); in filters it matches any source.
 """
 FEEDBACK_SOURCE_HUMAN: FeedbackSource.ValueType  # 1
 """FEEDBACK_SOURCE_HUMAN is a person, e.g. an end user or a reviewer."""

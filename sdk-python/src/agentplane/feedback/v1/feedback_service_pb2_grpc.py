@@ -92,8 +92,15 @@ class FeedbackServiceServicer:
         already gave feedback on that message, the stored feedback is replaced instead (same
         feedback_id, replaced = true), so a user's second rating never counts twice. Retrying with
         the same request_id returns the first result.
-        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (request_id reused with a different
-        request), UNAUTHENTICATED, PERMISSION_DENIED.
+        Who may write what: admin and project_admin credentials may write feedback about any agent
+        of the project, with any source, and it moves that agent's trust score. An agent credential
+        writes feedback only about its own answers (agent_id is itself; a message_id naming a
+        message stored in Agentplane must name one it wrote) and never with FEEDBACK_SOURCE_HUMAN (unset is stored as
+        FEEDBACK_SOURCE_MODEL); its feedback never moves trust and never replaces another author's.
+        A person's verdict arrives through a feedback token (SubmitFeedback).
+        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (request_id reused with a different request), UNAUTHENTICATED,
+        PERMISSION_DENIED (reader, another agent's id or message, FEEDBACK_SOURCE_HUMAN from an
+        agent credential).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,7 +116,8 @@ class FeedbackServiceServicer:
 
     def UpdateFeedback(self, request, context):
         """UpdateFeedback changes the fields named in update_mask (rating, score, comment,
-        correction, categories, metadata); the links, user_id and source cannot change.
+        correction, categories, metadata); the links, user_id and source cannot change. An agent
+        credential may update only the feedback it wrote itself.
         Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, UNAUTHENTICATED,
         PERMISSION_DENIED.
         """
@@ -118,7 +126,8 @@ class FeedbackServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteFeedback(self, request, context):
-        """DeleteFeedback deletes one feedback.
+        """DeleteFeedback deletes one feedback. An agent credential may delete only the feedback it
+        wrote itself.
         Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -149,9 +158,10 @@ class FeedbackServiceServicer:
         """CreateFeedbackToken mints a signed, short-lived token that lets its holder (typically the
         end user's browser) submit feedback on one message with SubmitFeedback, without an API
         key. The token binds the project, agent_id, session_id, message_id, trace_id and user_id;
-        the server stores nothing. The session and message need not be stored in Agentplane.
+        the server stores nothing. The session and message need not be stored in Agentplane; when
+        the message is, an agent credential may mint tokens only for messages it wrote.
         Errors: INVALID_ARGUMENT (bad fields, ttl over 24 hours), UNAUTHENTICATED,
-        PERMISSION_DENIED (an agent credential naming another agent:
+        PERMISSION_DENIED (an agent credential naming another agent or another agent's message:
         ERROR_REASON_AGENT_IDENTITY_MISMATCH).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

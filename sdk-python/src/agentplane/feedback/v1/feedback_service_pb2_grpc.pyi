@@ -42,8 +42,15 @@ class FeedbackServiceStub:
     already gave feedback on that message, the stored feedback is replaced instead (same
     feedback_id, replaced = true), so a user's second rating never counts twice. Retrying with
     the same request_id returns the first result.
-    Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (request_id reused with a different
-    request), UNAUTHENTICATED, PERMISSION_DENIED.
+    Who may write what: admin and project_admin credentials may write feedback about any agent
+    of the project, with any source, and it moves that agent's trust score. An agent credential
+    writes feedback only about its own answers (agent_id is itself; a message_id naming a
+    message stored in Agentplane must name one it wrote) and never with FEEDBACK_SOURCE_HUMAN (unset is stored as
+    FEEDBACK_SOURCE_MODEL); its feedback never moves trust and never replaces another author's.
+    A person's verdict arrives through a feedback token (SubmitFeedback).
+    Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (request_id reused with a different request), UNAUTHENTICATED,
+    PERMISSION_DENIED (reader, another agent's id or message, FEEDBACK_SOURCE_HUMAN from an
+    agent credential).
     """
     GetFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.GetFeedbackRequest, _feedback_service_pb2.GetFeedbackResponse]
     """GetFeedback returns one feedback.
@@ -51,12 +58,14 @@ class FeedbackServiceStub:
     """
     UpdateFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.UpdateFeedbackRequest, _feedback_service_pb2.UpdateFeedbackResponse]
     """UpdateFeedback changes the fields named in update_mask (rating, score, comment,
-    correction, categories, metadata); the links, user_id and source cannot change.
+    correction, categories, metadata); the links, user_id and source cannot change. An agent
+    credential may update only the feedback it wrote itself.
     Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, UNAUTHENTICATED,
     PERMISSION_DENIED.
     """
     DeleteFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.DeleteFeedbackRequest, _feedback_service_pb2.DeleteFeedbackResponse]
-    """DeleteFeedback deletes one feedback.
+    """DeleteFeedback deletes one feedback. An agent credential may delete only the feedback it
+    wrote itself.
     Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
     """
     ListFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.ListFeedbackRequest, _feedback_service_pb2.ListFeedbackResponse]
@@ -75,9 +84,10 @@ class FeedbackServiceStub:
     """CreateFeedbackToken mints a signed, short-lived token that lets its holder (typically the
     end user's browser) submit feedback on one message with SubmitFeedback, without an API
     key. The token binds the project, agent_id, session_id, message_id, trace_id and user_id;
-    the server stores nothing. The session and message need not be stored in Agentplane.
+    the server stores nothing. The session and message need not be stored in Agentplane; when
+    the message is, an agent credential may mint tokens only for messages it wrote.
     Errors: INVALID_ARGUMENT (bad fields, ttl over 24 hours), UNAUTHENTICATED,
-    PERMISSION_DENIED (an agent credential naming another agent:
+    PERMISSION_DENIED (an agent credential naming another agent or another agent's message:
     ERROR_REASON_AGENT_IDENTITY_MISMATCH).
     """
     SubmitFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.SubmitFeedbackRequest, _feedback_service_pb2.SubmitFeedbackResponse]
@@ -104,8 +114,15 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     already gave feedback on that message, the stored feedback is replaced instead (same
     feedback_id, replaced = true), so a user's second rating never counts twice. Retrying with
     the same request_id returns the first result.
-    Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (request_id reused with a different
-    request), UNAUTHENTICATED, PERMISSION_DENIED.
+    Who may write what: admin and project_admin credentials may write feedback about any agent
+    of the project, with any source, and it moves that agent's trust score. An agent credential
+    writes feedback only about its own answers (agent_id is itself; a message_id naming a
+    message stored in Agentplane must name one it wrote) and never with FEEDBACK_SOURCE_HUMAN (unset is stored as
+    FEEDBACK_SOURCE_MODEL); its feedback never moves trust and never replaces another author's.
+    A person's verdict arrives through a feedback token (SubmitFeedback).
+    Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (request_id reused with a different request), UNAUTHENTICATED,
+    PERMISSION_DENIED (reader, another agent's id or message, FEEDBACK_SOURCE_HUMAN from an
+    agent credential).
     """
     GetFeedback: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.GetFeedbackRequest, _feedback_service_pb2.GetFeedbackResponse]  # type: ignore[assignment]
     """GetFeedback returns one feedback.
@@ -113,12 +130,14 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     """
     UpdateFeedback: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.UpdateFeedbackRequest, _feedback_service_pb2.UpdateFeedbackResponse]  # type: ignore[assignment]
     """UpdateFeedback changes the fields named in update_mask (rating, score, comment,
-    correction, categories, metadata); the links, user_id and source cannot change.
+    correction, categories, metadata); the links, user_id and source cannot change. An agent
+    credential may update only the feedback it wrote itself.
     Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, UNAUTHENTICATED,
     PERMISSION_DENIED.
     """
     DeleteFeedback: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.DeleteFeedbackRequest, _feedback_service_pb2.DeleteFeedbackResponse]  # type: ignore[assignment]
-    """DeleteFeedback deletes one feedback.
+    """DeleteFeedback deletes one feedback. An agent credential may delete only the feedback it
+    wrote itself.
     Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
     """
     ListFeedback: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.ListFeedbackRequest, _feedback_service_pb2.ListFeedbackResponse]  # type: ignore[assignment]
@@ -137,9 +156,10 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     """CreateFeedbackToken mints a signed, short-lived token that lets its holder (typically the
     end user's browser) submit feedback on one message with SubmitFeedback, without an API
     key. The token binds the project, agent_id, session_id, message_id, trace_id and user_id;
-    the server stores nothing. The session and message need not be stored in Agentplane.
+    the server stores nothing. The session and message need not be stored in Agentplane; when
+    the message is, an agent credential may mint tokens only for messages it wrote.
     Errors: INVALID_ARGUMENT (bad fields, ttl over 24 hours), UNAUTHENTICATED,
-    PERMISSION_DENIED (an agent credential naming another agent:
+    PERMISSION_DENIED (an agent credential naming another agent or another agent's message:
     ERROR_REASON_AGENT_IDENTITY_MISMATCH).
     """
     SubmitFeedback: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.SubmitFeedbackRequest, _feedback_service_pb2.SubmitFeedbackResponse]  # type: ignore[assignment]
@@ -169,8 +189,15 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         already gave feedback on that message, the stored feedback is replaced instead (same
         feedback_id, replaced = true), so a user's second rating never counts twice. Retrying with
         the same request_id returns the first result.
-        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (request_id reused with a different
-        request), UNAUTHENTICATED, PERMISSION_DENIED.
+        Who may write what: admin and project_admin credentials may write feedback about any agent
+        of the project, with any source, and it moves that agent's trust score. An agent credential
+        writes feedback only about its own answers (agent_id is itself; a message_id naming a
+        message stored in Agentplane must name one it wrote) and never with FEEDBACK_SOURCE_HUMAN (unset is stored as
+        FEEDBACK_SOURCE_MODEL); its feedback never moves trust and never replaces another author's.
+        A person's verdict arrives through a feedback token (SubmitFeedback).
+        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (request_id reused with a different request), UNAUTHENTICATED,
+        PERMISSION_DENIED (reader, another agent's id or message, FEEDBACK_SOURCE_HUMAN from an
+        agent credential).
         """
 
     @_abc_1.abstractmethod
@@ -190,7 +217,8 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_feedback_service_pb2.UpdateFeedbackResponse, _abc.Awaitable[_feedback_service_pb2.UpdateFeedbackResponse]]:
         """UpdateFeedback changes the fields named in update_mask (rating, score, comment,
-        correction, categories, metadata); the links, user_id and source cannot change.
+        correction, categories, metadata); the links, user_id and source cannot change. An agent
+        credential may update only the feedback it wrote itself.
         Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, UNAUTHENTICATED,
         PERMISSION_DENIED.
         """
@@ -201,7 +229,8 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _feedback_service_pb2.DeleteFeedbackRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_feedback_service_pb2.DeleteFeedbackResponse, _abc.Awaitable[_feedback_service_pb2.DeleteFeedbackResponse]]:
-        """DeleteFeedback deletes one feedback.
+        """DeleteFeedback deletes one feedback. An agent credential may delete only the feedback it
+        wrote itself.
         Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
         """
 
@@ -238,9 +267,10 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         """CreateFeedbackToken mints a signed, short-lived token that lets its holder (typically the
         end user's browser) submit feedback on one message with SubmitFeedback, without an API
         key. The token binds the project, agent_id, session_id, message_id, trace_id and user_id;
-        the server stores nothing. The session and message need not be stored in Agentplane.
+        the server stores nothing. The session and message need not be stored in Agentplane; when
+        the message is, an agent credential may mint tokens only for messages it wrote.
         Errors: INVALID_ARGUMENT (bad fields, ttl over 24 hours), UNAUTHENTICATED,
-        PERMISSION_DENIED (an agent credential naming another agent:
+        PERMISSION_DENIED (an agent credential naming another agent or another agent's message:
         ERROR_REASON_AGENT_IDENTITY_MISMATCH).
         """
 

@@ -908,7 +908,8 @@ export const AdminService: GenService<{
    * CreateApiKey creates an API key in the caller's project and returns its secret `key`. The
    * secret is shown exactly once, in this response: the server stores only its hash, so it can
    * never be read again — store it now, or revoke the key and create another. ROLE_ADMIN may
-   * create keys of any role; ROLE_PROJECT_ADMIN any role but ROLE_ADMIN.
+   * create keys of any role; ROLE_PROJECT_ADMIN only keys of roles below its own (ROLE_AGENT,
+   * ROLE_READER).
    * Errors: INVALID_ARGUMENT (bad fields, agent_id missing for ROLE_AGENT or set for another
    * role), ALREADY_EXISTS (request_id reused with a different request), RESOURCE_EXHAUSTED
    * (the project's max_api_keys reached, ERROR_REASON_QUOTA_EXCEEDED), UNAUTHENTICATED,
@@ -949,9 +950,9 @@ export const AdminService: GenService<{
   /**
    * RevokeApiKey revokes a key for good: calls with it fail with UNAUTHENTICATED once every
    * replica has seen the revocation (within 10 seconds). Revoking a revoked or expired key
-   * changes nothing and returns it. ROLE_ADMIN and ROLE_PROJECT_ADMIN may revoke keys of the
-   * project (ROLE_ADMIN keys only by ROLE_ADMIN); any key may revoke itself. The last active
-   * ROLE_ADMIN key of the server cannot be revoked.
+   * changes nothing and returns it. ROLE_ADMIN may revoke any key of the project;
+   * ROLE_PROJECT_ADMIN only keys of roles below its own (ROLE_AGENT, ROLE_READER); any key may
+   * revoke itself. The last active ROLE_ADMIN key of the server cannot be revoked.
    * Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (last active admin key),
    * UNAUTHENTICATED, PERMISSION_DENIED.
    *

@@ -201,8 +201,8 @@ export const RatingSchema: GenEnum<Rating> = /*@__PURE__*/
  */
 export enum FeedbackSource {
   /**
-   * FEEDBACK_SOURCE_UNSPECIFIED is stored as FEEDBACK_SOURCE_HUMAN on create; in filters it
-   * matches any source.
+   * FEEDBACK_SOURCE_UNSPECIFIED is stored as FEEDBACK_SOURCE_HUMAN on create (as
+   * FEEDBACK_SOURCE_MODEL when an agent credential writes it); in filters it matches any source.
    *
    * @generated from enum value: FEEDBACK_SOURCE_UNSPECIFIED = 0;
    */

@@ -2088,9 +2088,13 @@ export const GovernanceService: GenService<{
    * ReportExecution reports how an action the agent carried out ended; it updates the agent's
    * trust score (one trust event) and, when decision_id names an ALLOW decision that charged
    * budgets, replaces that decision's usage estimate with the reported usage. Retrying with
-   * the same request_id returns the first result and counts once.
-   * Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (request_id reused with a different
-   * request), UNAUTHENTICATED, PERMISSION_DENIED.
+   * the same request_id returns the first result and counts once. A decision is reported on
+   * only for the agent it was made for: by that agent's credential, or by an operator naming
+   * that agent.
+   * Errors: INVALID_ARGUMENT (bad fields; decision_id of a decision made for another agent
+   * than agent_id), ALREADY_EXISTS (request_id reused with a different request),
+   * UNAUTHENTICATED, PERMISSION_DENIED (an agent credential naming another agent or another
+   * agent's decision: ERROR_REASON_AGENT_IDENTITY_MISMATCH).
    *
    * @generated from rpc agentplane.governance.v1.GovernanceService.ReportExecution
    */
