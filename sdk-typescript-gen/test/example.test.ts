@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, before, test } from "node:test";
 
-import { admin, governance, session, type AgentplaneClient } from "@agentplane/sdk";
+import { admin, feedback, governance, session, type AgentplaneClient } from "@agentplane/sdk";
 
 import { isUnimplemented, SDK_DIR, TestServer } from "./server.js";
 
@@ -98,6 +98,7 @@ test("the example agent registers, runs a governed action, appends to a session 
   });
   assert.equal(stored?.agentId, agentId);
   assert.equal(stored?.messageId, String(done.messageId));
+  assert.equal(stored?.source, feedback.FeedbackSource.HUMAN, "a person's verdict, by token");
 
   const gone = await client.registry.getAgent({ agentId }).catch((e: unknown) => e);
   assert.equal(

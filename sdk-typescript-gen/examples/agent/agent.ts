@@ -84,14 +84,18 @@ async function main(): Promise<void> {
     });
 
     step = "feedback";
-    const { feedback: sent } = await client.feedback.createFeedback({
-      rating: feedback.Rating.THUMBS_UP,
-      comment: "quick and right",
-      source: feedback.FeedbackSource.HUMAN,
+    // A person's verdict arrives with a feedback token that the agent mints for its answer and
+    // hands to the user's browser, which submits it without an API key (as done here).
+    const { token } = await client.feedback.createFeedbackToken({
       userId: "user-1",
       agentId,
       sessionId: conversation!.sessionId,
       messageId: answer.messageId,
+    });
+    const { feedback: sent } = await client.feedback.submitFeedback({
+      token,
+      rating: feedback.Rating.THUMBS_UP,
+      comment: "quick and right",
     });
     log("feedback", { feedbackId: sent!.feedbackId });
 
