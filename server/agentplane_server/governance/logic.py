@@ -599,9 +599,10 @@ class GovernanceLogic:
         content = request.content
         model_findings, skipped = await self._model_check(content, checks, not request.checks)
         if len(content) > DETECTOR_THREAD_BYTES:
-            hits = await asyncio.to_thread(detectors.run, content, checks)
+            scan = await asyncio.to_thread(detectors.run, content, checks)
         else:
-            hits = detectors.run(content, checks)
+            scan = detectors.run(content, checks)
+        hits = scan.hits
         offsets = detectors.byte_offsets(content, [h.start for h in hits] + [h.end for h in hits])
         findings = []
         policy_ids: list[str] = []
@@ -662,7 +663,12 @@ class GovernanceLogic:
             verdict=verdict,
             findings=findings,
             decision_id=new_id("dec"),
-            redacted_content=detectors.redact(content, [(h.start, h.end) for h in hits]),
+            redacted_content=detectors.redact(
+                content,
+                [(h.start, h.end) for h in hits],
+                masked_from=scan.unreported_from if scan.truncated else None,
+            ),
+            findings_truncated=scan.truncated,
         )
         if keyed is not None:
             async with self.db.write() as c:
@@ -718,6 +724,8 @@ class GovernanceLogic:
         summary.fields["content_type"].string_value = request.content_type or "text/plain"
         summary.fields["content_length"].number_value = len(content.encode("utf-8"))
         summary.fields["checks"].list_value.extend([D.Detector.Name(c) for c in checks])
+        if scan.truncated:
+            summary.fields["findings_truncated"].bool_value = True
         if skipped:
             summary.fields["skipped_checks"].list_value.extend([D.Detector.Name(D.DETECTOR_MODEL)])
             summary.fields["skipped_reason"].string_value = skipped
