@@ -21,6 +21,7 @@ from typing import Any
 
 from cel_expr_python import cel
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
 
 _FD = descriptor_pb2.FieldDescriptorProto
 _PACKAGE = "agentplane.governance.cel"
@@ -245,8 +246,10 @@ def compile_condition(source: str) -> Condition:
 
 
 def _check_macros(source: str, program: Any) -> None:
-    wrapped = any_pb2.Any.FromString(program.serialize())
-    checked = CheckedExpr.FromString(wrapped.value)
+    try:
+        checked = CheckedExpr.FromString(any_pb2.Any.FromString(program.serialize()).value)
+    except DecodeError as exc:  # nested past protobuf's parse depth
+        raise ConditionError("line 1, column 1: the condition is nested too deeply") from exc
     comprehensions = []
     stack = [checked.expr]
     while stack:

@@ -34,7 +34,7 @@ PHONE_MAX_TRIES = 500  # candidates that fail verification (~1 ms each) before p
 # Findings one call reports; past it the response says findings_truncated.
 MAX_FINDINGS = 1000
 # Hits read from one pattern: past it that pattern stops, and the content from its next hit on
-# counts as not scanned (Scan.scanned_to).
+# counts as not scanned (Scan.unreported_from).
 MAX_HITS = MAX_FINDINGS
 PHONE_MAX_HITS = 100  # verifying a phone number costs milliseconds, not microseconds
 
@@ -59,7 +59,8 @@ EMAIL = re.compile(
 # 13 to 19 digits, single spaces or hyphens between them, not inside a longer digit run.
 CARD = re.compile(r"[0-9](?<![0-9][0-9])(?:[ -]?[0-9]){12,18}(?![0-9])")
 # RE2 syntax (no lookarounds): a trailing "(?:[^...]|$)" stands for "not followed by", and the
-# reported span is then group 1.
+# reported span is then group 1. RE2's \b and \s are ASCII: a token right after a non-ASCII
+# letter is still found.
 SECRETS: list[tuple[str, re2._Regexp, str]] = [
     (
         "private_key",
