@@ -71,6 +71,11 @@ def test_findings_are_capped_and_the_rest_is_masked() -> None:
             text, [(h.start, h.end) for h in scan.hits], masked_from=scan.unreported_from
         )
         assert len(redacted) == len(text) and set(redacted[scan.unreported_from :]) == {"*"}
+    # Phone matching gives up after PHONE_MAX_TRIES digit runs that are not numbers: the rest
+    # counts as not scanned.
+    digits = detectors.run("call 2015550123 then " + fill("1 ", MIB // 4), [D.DETECTOR_PHONE])
+    assert digits.truncated and [h.start for h in digits.hits] == [5]
+    assert digits.unreported_from == 15
     few = "mail a@b.cc and c@d.ee, card 4111 1111 1111 1111"
     scan = detectors.run(few, [D.DETECTOR_EMAIL, D.DETECTOR_CARD_NUMBER], limit=2)
     assert scan.truncated and [h.name for h in scan.hits] == ["email", "email"]

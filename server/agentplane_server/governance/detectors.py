@@ -136,11 +136,26 @@ def find_emails(text: str) -> Iterator[Hit]:
         )
 
 
+class Truncated(Exception):
+    """A hit stream stopped before the end of the content: from `at` on it was not scanned."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(at)
+        self.at = at
+
+
 def find_phones(text: str) -> Iterator[Hit]:
-    for m in phonenumbers.PhoneNumberMatcher(
+    matcher = phonenumbers.PhoneNumberMatcher(
         text, PHONE_REGION, leniency=phonenumbers.Leniency.VALID, max_tries=PHONE_MAX_TRIES
-    ):
+    )
+    last_end = 0
+    for m in matcher:
+        last_end = m.end
         yield Hit(D.DETECTOR_PHONE, "phone", D.SEVERITY_MEDIUM, m.start, m.end, "a phone number")
+    # The matcher ends quietly once max_tries candidates have failed, without saying where;
+    # from its last number on, the content counts as not scanned.
+    if matcher._max_tries <= 0:
+        raise Truncated(last_end)
 
 
 def find_cards(text: str) -> Iterator[Hit]:
@@ -191,10 +206,14 @@ def run(text: str, detectors: list[int], limit: int = MAX_FINDINGS) -> Scan:
     cut = len(text)  # a pattern that stopped early left hits from here on unread
     for detector in detectors:
         for find, most in FINDERS.get(detector, ()):
-            taken = list(itertools.islice(find(text), most + 1))
-            if len(taken) > most:
-                cut = min(cut, taken.pop().start)
-            hits.extend(taken)
+            try:
+                for hit in find(text):
+                    if most == 0:
+                        raise Truncated(hit.start)
+                    hits.append(hit)
+                    most -= 1
+            except Truncated as stopped:
+                cut = min(cut, stopped.at)
     kept = [hit for hit in without_overlaps(hits) if hit.start < cut]
     if cut == len(text) and len(kept) <= limit:
         return Scan(kept, False, len(text))

@@ -300,9 +300,10 @@ class ValidateOutputResponse(_message.Message):
     findings that were left out).
     """
     findings_truncated: _builtins.bool
-    """findings_truncated is set when findings were left out: one call reports at most 1000
-    findings, and one pattern stops after 1000 hits (a phone number after 100). The verdict
-    still counts every detector that found something.
+    """findings_truncated is set when findings were, or may have been, left out: one call
+    reports at most 1000 findings, one pattern stops after 1000 hits (phone numbers after
+    100, or after 500 digit runs that are not one). The verdict still counts every detector
+    that found something.
     """
     @_builtins.property
     def findings(self) -> _containers.RepeatedCompositeFieldContainer[_decision_pb2.Finding]:

@@ -354,9 +354,10 @@ export type ValidateOutputResponse = Message<"agentplane.governance.v1.ValidateO
   redactedContent: string;
 
   /**
-   * findings_truncated is set when findings were left out: one call reports at most 1000
-   * findings, and one pattern stops after 1000 hits (a phone number after 100). The verdict
-   * still counts every detector that found something.
+   * findings_truncated is set when findings were, or may have been, left out: one call
+   * reports at most 1000 findings, one pattern stops after 1000 hits (phone numbers after
+   * 100, or after 500 digit runs that are not one). The verdict still counts every detector
+   * that found something.
    *
    * @generated from field: bool findings_truncated = 5;
    */
