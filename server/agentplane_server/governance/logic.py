@@ -48,6 +48,7 @@ from agentplane_server.governance.budgets import BudgetLedger, budget_key, usage
 from agentplane_server.governance.classifier import OutputClassifier
 from agentplane_server.governance.conditions import ConditionError
 from agentplane_server.governance.decision_log import DecisionLog
+from agentplane_server.governance.detector_pool import DetectorPool
 from agentplane_server.governance.evaluate import (
     ALLOW,
     DENY,
@@ -83,7 +84,7 @@ TRUST_EVENT_PAGE = (50, 1000)
 APPROVAL_PAGE = (50, 500)
 DECISION_PAGE = (50, 1000)
 RECENT_CHARGES = 100_000
-DETECTOR_THREAD_BYTES = 16 * 1024
+DETECTOR_PROCESS_BYTES = 16 * 1024  # larger content is scanned in the detector process
 DEFAULT_CHECKS = [
     D.DETECTOR_EMAIL,
     D.DETECTOR_PHONE,
@@ -188,6 +189,7 @@ class GovernanceLogic:
         self.watch_poll_interval = watch_poll_interval
         self.shutdown = shutdown
         self.approval_waiters = Waiters()
+        self.detector_pool = DetectorPool()
         # decision_id -> (project_id, charges) of recent budget-charging decisions, so that
         # ReportExecution can replace an estimate before the decision log is written.
         self._charges: OrderedDict[str, tuple[str, list]] = OrderedDict()
@@ -200,6 +202,7 @@ class GovernanceLogic:
         await self.snapshots.stop()
         await self.ledger.stop()
         await self.decision_log.close(deadline_seconds)
+        await self.detector_pool.close()
 
     # -- who may call ---------------------------------------------------------------------------
 
@@ -598,8 +601,8 @@ class GovernanceLogic:
         checks = list(request.checks) or list(DEFAULT_CHECKS)
         content = request.content
         model_findings, skipped = await self._model_check(content, checks, not request.checks)
-        if len(content) > DETECTOR_THREAD_BYTES:
-            scan = await asyncio.to_thread(detectors.run, content, checks)
+        if len(content) > DETECTOR_PROCESS_BYTES:
+            scan = await self.detector_pool.run(content, checks)
         else:
             scan = detectors.run(content, checks)
         hits = scan.hits
