@@ -4,7 +4,11 @@ The server tests run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
+from pathlib import Path
 
 import grpc
 from hypothesis import given, settings
@@ -154,3 +158,58 @@ def test_large_validate_output_is_truncated_and_others_are_served(server) -> Non
         grpc.channel_ready_future(server.channel()).result(timeout=5)
     except grpc.FutureTimeoutError as exc:  # the server is still up
         raise AssertionError("server not reachable after the large calls") from exc
+
+
+def detector_processes(pid: int) -> list[int]:
+    """The children of `pid` that are multiprocessing workers."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat_file.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == pid and b"spawn_main" in command:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_detector_process_is_replaced_and_stopped(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server()
+    a = Project(server)
+
+    def large() -> pb.ValidateOutputResponse:
+        reply = a.gov.ValidateOutput(
+            pb.ValidateOutputRequest(
+                agent_id="billing", content=fill("a@b.cc ", 64 * 1024), checks=[D.DETECTOR_EMAIL]
+            ),
+            metadata=a.md,
+            timeout=120,
+        )
+        assert reply.findings_truncated and len(reply.findings) == detectors.MAX_FINDINGS
+        return reply
+
+    large()
+    killed = detector_processes(server.process.pid)
+    assert killed, "large content is scanned in a child process"
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    # The call that finds the process gone is still answered, and so are the ones after it,
+    # by a new process.
+    for _ in range(3):
+        large()
+    replacements = detector_processes(server.process.pid)
+    assert replacements and not set(replacements) & set(killed)
+    assert server.stop() == 0
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in replacements) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in replacements)
