@@ -7,9 +7,9 @@ Credentials, in order:
 - no header, but a verified client certificate whose subject is mapped to a principal (mTLS).
 An admin credential may act on another project with `x-agentplane-project: <project_id>`.
 
-Every cache here is bounded (cachetools LRU/TTL caches keyed by a digest of the credential,
-never the credential itself), and tokens longer than MAX_TOKEN_CHARS are refused before any
-lookup: credentials an outsider makes up cannot grow the server.
+Every cache here is bounded (cachetools LRU/TTL caches; a credential is kept only as its
+digest), unknown keys have a small cache of their own, and tokens longer than MAX_TOKEN_CHARS
+are refused before any lookup: credentials an outsider makes up cannot grow the server.
 """
 
 from __future__ import annotations
