@@ -236,7 +236,9 @@ def test_trust_stays_between_zero_and_one(score, causes) -> None:  # type: ignor
 
 def test_detectors_find_with_byte_offsets() -> None:
     text = "é mail a.b@example.com card 4111-1111-1111-1111 not 4111-1111-1111-1112"
-    hits = detectors.run(text, [decision_pb2.DETECTOR_EMAIL, decision_pb2.DETECTOR_CARD_NUMBER])
+    hits = detectors.run(
+        text, [decision_pb2.DETECTOR_EMAIL, decision_pb2.DETECTOR_CARD_NUMBER]
+    ).hits
     assert [h.name for h in hits] == ["email", "card_number"]
     offsets = detectors.byte_offsets(text, [hits[0].start])
     assert offsets[hits[0].start] == hits[0].start + 1  # "é" is two bytes

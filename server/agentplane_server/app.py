@@ -32,6 +32,7 @@ from agentplane_server.reflection import enable_reflection
 from agentplane_server.session.events import SessionEvents
 from agentplane_server.session.logic import SessionLogic
 from agentplane_server.session.servicer import SessionServicer
+from agentplane_server.signing import signing_keys
 from agentplane_server.storage.db import Database
 from agentplane_server.trace.servicer import (
     OTLP_TRACE_SERVICE,
@@ -105,7 +106,7 @@ class AgentplaneServer:
         settings = self.settings
         db = Database(settings.resolved_database_url)
         authenticator = Authenticator(db, settings)
-        page_tokens = PageTokens(await db.secret("page_tokens"))
+        page_tokens = PageTokens(await signing_keys(settings, db, "page_tokens"))
         state = self.state = ServerState(
             settings=settings,
             db=db,
@@ -234,9 +235,10 @@ def _otel_interceptor(cleanups: list[Callable[[], Any]]) -> grpc.aio.ServerInter
 
 async def prepare(settings: Settings) -> None:
     """Once per deployment start, before any worker serves: schema and bootstrap."""
+    from agentplane_server.datadir import make_private
     from agentplane_server.storage.db import migrate
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings)
     await asyncio.to_thread(migrate, settings.resolved_database_url)
     db = Database(settings.resolved_database_url)
     try:

@@ -79,11 +79,13 @@ def check_settings(settings: Settings) -> None:
     from agentplane_server.app import _server_credentials
     from agentplane_server.auth.jwt import JwtVerifier
     from agentplane_server.auth.mtls import ClientCertificates
+    from agentplane_server.signing import configured_keys
 
     try:
         _server_credentials(settings)
         JwtVerifier.from_settings(settings)
         ClientCertificates.from_settings(settings)
+        configured_keys(settings)
     except (ValueError, OSError) as exc:
         raise SystemExit(f"agentplane serve: {exc}") from None
 
@@ -137,9 +139,11 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
     from agentplane.admin.v1 import api_key_pb2
     from agentplane_server.admin.logic import AdminLogic
     from agentplane_server.context import Principal, Role
+    from agentplane_server.datadir import make_private
     from agentplane_server.pagination import PageTokens
     from agentplane_server.storage.db import Database, migrate
 
+    make_private(settings)
     migrate(settings.resolved_database_url)
     db = Database(settings.resolved_database_url)
     operator = Principal(
@@ -237,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "keys":
         return asyncio.run(_keys(args, settings))
     if args.command == "migrate":
+        from agentplane_server.datadir import make_private
         from agentplane_server.storage.db import migrate
 
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(settings)
         migrate(settings.resolved_database_url)
         log.info("database is at the latest schema")
         return 0

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         description="JSON file mapping client certificate subjects to principals "
         '({"CN=billing": {"project_id": "default", "role": "agent", "agent_id": "billing"}})',
     )
+    signing_keys_file: Path | None = Field(
+        None,
+        description="file of HMAC keys for feedback and page tokens, one a line: the first "
+        "signs, all verify (rotation); default: random keys kept in the database",
+    )
     jwt_jwks_url: str | None = Field(None, description="JWKS URL of the identity provider")
     jwt_key_file: Path | None = Field(None, description="JWKS JSON or PEM public key file")
     jwt_issuer: str | None = Field(None, description="required `iss` of JWTs")

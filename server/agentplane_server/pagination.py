@@ -1,7 +1,8 @@
 """Opaque, signed page tokens and page-size clamping for every List RPC.
 
 A token carries the keyset position of the last row returned and a digest of the query's
-filters, signed with a secret every replica shares. A forged or altered token, or one reused
+filters, signed with a key every replica shares (signing.py: configured keys with rotation,
+else a secret in the database). A forged or altered token, or one reused
 with different filters, is refused with INVALID_ARGUMENT. (Hand-written: no maintained library
 does signed keyset cursors for SQLAlchemy Core; it is ~40 lines.)
 """
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from agentplane.common.v1.error_reason_pb2 import ErrorReason
 from agentplane_server.errors import FieldViolation, InvalidArgument
+from agentplane_server.signing import SigningKeys
+
+SIGNATURE_BYTES = 16
 
 
 def clamp_page_size(requested: int, default: int, maximum: int) -> int:
@@ -34,11 +37,8 @@ def _unb64(text: str) -> bytes:
 
 
 class PageTokens:
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-
-    def _sign(self, body: bytes) -> bytes:
-        return hmac.new(self._key, body, hashlib.sha256).digest()[:16]
+    def __init__(self, keys: SigningKeys | bytes) -> None:
+        self._keys = keys if isinstance(keys, SigningKeys) else SigningKeys([keys])
 
     @staticmethod
     def _digest(query: str, filters: Mapping[str, Any]) -> str:
@@ -47,7 +47,7 @@ class PageTokens:
 
     def encode(self, query: str, filters: Mapping[str, Any], position: list[Any]) -> str:
         body = json.dumps([position, self._digest(query, filters)], separators=(",", ":")).encode()
-        return f"{_b64(body)}.{_b64(self._sign(body))}"
+        return f"{_b64(body)}.{_b64(self._keys.sign(body)[:SIGNATURE_BYTES])}"
 
     def decode(self, token: str, query: str, filters: Mapping[str, Any]) -> list[Any] | None:
         """The position in `token`, or None for an empty token (the first page)."""
@@ -56,7 +56,7 @@ class PageTokens:
         try:
             body_text, signature_text = token.split(".", 1)
             body = _unb64(body_text)
-            if not hmac.compare_digest(self._sign(body), _unb64(signature_text)):
+            if not self._keys.verify(body, _unb64(signature_text), SIGNATURE_BYTES):
                 raise ValueError("bad signature")
             position, digest = json.loads(body)
         except ValueError as exc:

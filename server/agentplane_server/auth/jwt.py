@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -131,7 +132,8 @@ class JwtVerifier:
         self.role_claim = role_claim
         self.agent_claim = agent_claim
         self.leeway_seconds = leeway_seconds
-        self._verified: OrderedDict[str, tuple[Principal, str | None]] = OrderedDict()
+        # By SHA-256 of the token: a bounded number of small keys, whatever the tokens' size.
+        self._verified: OrderedDict[bytes, tuple[Principal, str | None]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JwtVerifier | None:
@@ -164,7 +166,8 @@ class JwtVerifier:
         # Gateways send the same token on many calls: a token verified once is trusted until
         # its exp, while its signing key is still in the key set (a withdrawn key or an expired
         # token goes through full verification again, which then fails with the reason).
-        cached = self._verified.get(token)
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._verified.get(digest)
         if cached is not None:
             principal, kid = cached
             key = self._lookup(kid)
@@ -173,11 +176,11 @@ class JwtVerifier:
                 and not self._due(key)
                 and (principal.expire_time_us or 0) > time.time() * 1_000_000
             ):
-                self._verified.move_to_end(token)
+                self._verified.move_to_end(digest)
                 return principal
-            del self._verified[token]
+            del self._verified[digest]
         principal, kid = await self._verify(token)
-        self._verified[token] = (principal, kid)
+        self._verified[digest] = (principal, kid)
         if len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
         return principal

@@ -11,7 +11,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from cachetools import TTLCache
+
 from agentplane_server.errors import ResourceExhausted
+
+MAX_BUCKETS = 100_000
+# A bucket holds at most one second of requests, so one idle this long is full again: dropping
+# it loses nothing, and the buckets kept are only those of credentials calling right now.
+IDLE_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -23,7 +30,7 @@ class _Bucket:
 
 class RateLimiter:
     def __init__(self) -> None:
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: TTLCache[str, _Bucket] = TTLCache(MAX_BUCKETS, IDLE_SECONDS)
 
     def check(self, credential: str, requests_per_second: float | None) -> None:
         """Take one token for `credential`; raise RESOURCE_EXHAUSTED with RetryInfo if none."""
@@ -34,7 +41,7 @@ class RateLimiter:
         if bucket is None or bucket.rate != requests_per_second:
             # Burst of one second's worth of requests.
             bucket = _Bucket(requests_per_second, requests_per_second, now)
-            self._buckets[credential] = bucket
+        self._buckets[credential] = bucket  # (re)starts its idle time
         bucket.tokens = min(bucket.rate, bucket.tokens + (now - bucket.updated) * bucket.rate)
         bucket.updated = now
         if bucket.tokens >= 1:

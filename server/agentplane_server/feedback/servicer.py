@@ -9,6 +9,7 @@ from agentplane.feedback.v1 import feedback_service_pb2_grpc as rpc
 from agentplane_server.context import current_principal
 from agentplane_server.feedback.logic import FeedbackLogic
 from agentplane_server.feedback.tokens import FeedbackTokens
+from agentplane_server.signing import signing_keys
 
 if TYPE_CHECKING:
     from agentplane_server.app import ServerState
@@ -49,5 +50,5 @@ class FeedbackServicer(rpc.FeedbackServiceServicer):
 
 
 async def build_feedback_service(state: ServerState) -> FeedbackServicer:
-    tokens = FeedbackTokens(await state.db.secret("feedback_tokens"))
+    tokens = FeedbackTokens(await signing_keys(state.settings, state.db, "feedback_tokens"))
     return FeedbackServicer(FeedbackLogic(state.db, state.page_tokens, tokens))

@@ -2,23 +2,23 @@
 
 A token is `fbt1.<claims>.<signature>`: the claims (project, agent, session, message, trace,
 user, expiry and a random token id) as compact JSON in base64url, and an HMAC-SHA256 of them
-under a secret every replica shares (`Database.secret("feedback_tokens")`), so any replica
-verifies what another minted and nothing is stored. Hand-written rather than a JWT library: the
-server is both the only issuer and the only verifier, so a fixed format with one fixed MAC
-algorithm leaves nothing to negotiate (no `alg` header to downgrade) in ~40 lines.
+under a key every replica shares (signing.py: configured keys with rotation, else a secret in
+the database), so any replica verifies what another minted and nothing is stored.
+Hand-written rather than a JWT library: the server is both the only issuer and the only
+verifier, so a fixed format with one fixed MAC algorithm leaves nothing to negotiate (no `alg`
+header to downgrade) in ~40 lines.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import secrets
 from dataclasses import dataclass
 
 from agentplane.common.v1.error_reason_pb2 import ErrorReason
 from agentplane_server.errors import Unauthenticated
+from agentplane_server.signing import SigningKeys
 
 PREFIX = "fbt1"
 
@@ -51,11 +51,11 @@ def invalid(description: str) -> Unauthenticated:
 
 
 class FeedbackTokens:
-    def __init__(self, key: bytes) -> None:
-        self._key = key
+    def __init__(self, keys: SigningKeys | bytes) -> None:
+        self._keys = keys if isinstance(keys, SigningKeys) else SigningKeys([keys])
 
     def _sign(self, body: str) -> str:
-        return _b64(hmac.new(self._key, f"{PREFIX}.{body}".encode(), hashlib.sha256).digest())
+        return _b64(self._keys.sign(f"{PREFIX}.{body}".encode()))
 
     @staticmethod
     def new_token_id() -> str:
@@ -82,9 +82,12 @@ class FeedbackTokens:
         if len(parts) != 3 or parts[0] != PREFIX:
             raise invalid("malformed")
         body, signature = parts[1], parts[2]
-        # compare_digest takes str only when both are ASCII: compare bytes, so a signature
-        # holding other characters is just a mismatch.
-        if not hmac.compare_digest(self._sign(body).encode(), signature.encode(errors="replace")):
+        try:
+            mac = _unb64(signature)
+        except ValueError:  # not base64url (binascii.Error) or not ASCII
+            mac = b""
+        # Only the one canonical spelling of the signature (the decoder skips stray characters).
+        if _b64(mac) != signature or not self._keys.verify(f"{PREFIX}.{body}".encode(), mac):
             raise invalid("signature does not match")
         try:
             payload = json.loads(_unb64(body))

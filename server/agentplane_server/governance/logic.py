@@ -48,6 +48,7 @@ from agentplane_server.governance.budgets import BudgetLedger, budget_key, usage
 from agentplane_server.governance.classifier import OutputClassifier
 from agentplane_server.governance.conditions import ConditionError
 from agentplane_server.governance.decision_log import DecisionLog
+from agentplane_server.governance.detector_pool import DetectorPool
 from agentplane_server.governance.evaluate import (
     ALLOW,
     DENY,
@@ -83,7 +84,7 @@ TRUST_EVENT_PAGE = (50, 1000)
 APPROVAL_PAGE = (50, 500)
 DECISION_PAGE = (50, 1000)
 RECENT_CHARGES = 100_000
-DETECTOR_THREAD_BYTES = 16 * 1024
+DETECTOR_PROCESS_BYTES = 16 * 1024  # larger content is scanned in the detector process
 DEFAULT_CHECKS = [
     D.DETECTOR_EMAIL,
     D.DETECTOR_PHONE,
@@ -188,6 +189,7 @@ class GovernanceLogic:
         self.watch_poll_interval = watch_poll_interval
         self.shutdown = shutdown
         self.approval_waiters = Waiters()
+        self.detector_pool = DetectorPool()
         # decision_id -> (project_id, charges) of recent budget-charging decisions, so that
         # ReportExecution can replace an estimate before the decision log is written.
         # decision_id -> (project_id, agent_id, charges).
@@ -201,6 +203,7 @@ class GovernanceLogic:
         await self.snapshots.stop()
         await self.ledger.stop()
         await self.decision_log.close(deadline_seconds)
+        await self.detector_pool.close()
 
     # -- who may call ---------------------------------------------------------------------------
 
@@ -599,10 +602,11 @@ class GovernanceLogic:
         checks = list(request.checks) or list(DEFAULT_CHECKS)
         content = request.content
         model_findings, skipped = await self._model_check(content, checks, not request.checks)
-        if len(content) > DETECTOR_THREAD_BYTES:
-            hits = await asyncio.to_thread(detectors.run, content, checks)
+        if len(content) > DETECTOR_PROCESS_BYTES:
+            scan = await self.detector_pool.run(content, checks)
         else:
-            hits = detectors.run(content, checks)
+            scan = detectors.run(content, checks)
+        hits = scan.hits
         offsets = detectors.byte_offsets(content, [h.start for h in hits] + [h.end for h in hits])
         findings = []
         policy_ids: list[str] = []
@@ -663,7 +667,12 @@ class GovernanceLogic:
             verdict=verdict,
             findings=findings,
             decision_id=new_id("dec"),
-            redacted_content=detectors.redact(content, [(h.start, h.end) for h in hits]),
+            redacted_content=detectors.redact(
+                content,
+                [(h.start, h.end) for h in hits],
+                masked_from=scan.unreported_from if scan.truncated else None,
+            ),
+            findings_truncated=scan.truncated,
         )
         if keyed is not None:
             async with self.db.write() as c:
@@ -719,6 +728,8 @@ class GovernanceLogic:
         summary.fields["content_type"].string_value = request.content_type or "text/plain"
         summary.fields["content_length"].number_value = len(content.encode("utf-8"))
         summary.fields["checks"].list_value.extend([D.Detector.Name(c) for c in checks])
+        if scan.truncated:
+            summary.fields["findings_truncated"].bool_value = True
         if skipped:
             summary.fields["skipped_checks"].list_value.extend([D.Detector.Name(D.DETECTOR_MODEL)])
             summary.fields["skipped_reason"].string_value = skipped

@@ -6,6 +6,10 @@ Credentials, in order:
 - `authorization: Bearer <JWT>`: verified against the configured JWKS or key file;
 - no header, but a verified client certificate whose subject is mapped to a principal (mTLS).
 An admin credential may act on another project with `x-agentplane-project: <project_id>`.
+
+Every cache here is bounded (cachetools LRU/TTL caches; a credential is kept only as its
+digest), unknown keys have a small cache of their own, and tokens longer than MAX_TOKEN_CHARS
+are refused before any lookup: credentials an outsider makes up cannot grow the server.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from cachetools import LRUCache, TTLCache
 from google.protobuf import descriptor_pb2, descriptor_pool
+from prometheus_client import Gauge
 
 from agentplane_server.auth.jwt import JwtVerifier
-from agentplane_server.auth.keys import KEY_PREFIX, find_key, touch_key
+from agentplane_server.auth.keys import KEY_PREFIX, find_key, hash_secret, touch_key
 from agentplane_server.auth.mtls import ClientCertificates
 from agentplane_server.auth.ratelimit import RateLimiter
 from agentplane_server.config import Settings
@@ -32,6 +38,19 @@ from agentplane_server.storage.db import Database, now_us
 PROJECT_HEADER = "x-agentplane-project"
 CACHE_SECONDS = 5.0
 TOUCH_EVERY_US = 60_000_000  # last_used_time is written at most once a minute per key
+# API keys are "apk_" and 43 characters; JWTs from identity providers stay well under this.
+MAX_TOKEN_CHARS = 8192
+MAX_API_KEY_CHARS = 128
+KEY_CACHE_SIZE = 10_000  # keys that authenticated, by hash
+UNKNOWN_KEY_CACHE_SIZE = 1_000  # unknown or revoked keys, by hash: spares the database repeats
+PROJECT_CACHE_SIZE = 10_000
+
+CACHE_ENTRIES = Gauge(
+    "agentplane_auth_cache_entries",
+    "Entries in an authentication cache (each has a fixed maximum).",
+    ["cache"],
+    multiprocess_mode="livemax",
+)
 
 _NO_SIDE_EFFECTS = descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
 
@@ -85,13 +104,17 @@ class Authenticator:
         self.jwt = JwtVerifier.from_settings(settings) if settings else None
         self.certificates = ClientCertificates.from_settings(settings) if settings else None
         self.limiter = RateLimiter()
-        self._keys: dict[str, _KeyEntry] = {}
-        self._projects: dict[str, _ProjectEntry] = {}
-        self._touched: dict[str, int] = {}
+        self._keys: TTLCache[str, _KeyEntry] = TTLCache(KEY_CACHE_SIZE, CACHE_SECONDS)
+        self._unknown_keys: TTLCache[str, _KeyEntry] = TTLCache(
+            UNKNOWN_KEY_CACHE_SIZE, CACHE_SECONDS
+        )
+        self._projects: TTLCache[str, _ProjectEntry] = TTLCache(PROJECT_CACHE_SIZE, CACHE_SECONDS)
+        self._touched: LRUCache[str, int] = LRUCache(KEY_CACHE_SIZE)
 
     def invalidate(self) -> None:
         """Forget cached keys and projects (after a revocation or a settings change)."""
         self._keys.clear()
+        self._unknown_keys.clear()
         self._projects.clear()
 
     async def authenticate(
@@ -128,7 +151,14 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token or " " in token:
             raise Unauthenticated("malformed authorization header: expected 'Bearer <token>'")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthenticated(
+                f"malformed authorization header: the token is longer than {MAX_TOKEN_CHARS} "
+                "characters"
+            )
         if token.startswith(KEY_PREFIX):
+            if len(token) > MAX_API_KEY_CHARS:  # no key is this long: no lookup, no cache entry
+                raise Unauthenticated("invalid credentials: unknown or revoked API key")
             return await self._api_key(token)
         if self.jwt is not None and token.count(".") == 2:
             return await self.jwt.verify(token), None
@@ -137,7 +167,8 @@ class Authenticator:
 
     async def _api_key(self, token: str) -> tuple[Principal, float | None]:
         now = time.monotonic()
-        entry = self._keys.get(token)
+        digest = hash_secret(token)
+        entry = self._keys.get(digest) or self._unknown_keys.get(digest)
         if entry is None or entry.valid_until < now:
             async with self.db.read() as c:
                 key = await find_key(c, token)
@@ -152,7 +183,14 @@ class Authenticator:
                     expire_time_us=key.expire_time_us,
                 )
             entry = _KeyEntry(now + CACHE_SECONDS, principal, key.rate_limit_rps if key else None)
-            self._keys[token] = entry
+            if principal is not None:
+                self._keys[digest] = entry
+                self._unknown_keys.pop(digest, None)
+                CACHE_ENTRIES.labels("api_keys").set(len(self._keys))
+            else:
+                self._keys.pop(digest, None)
+                self._unknown_keys[digest] = entry
+                CACHE_ENTRIES.labels("unknown_api_keys").set(len(self._unknown_keys))
         principal = entry.principal
         if principal is None:
             raise Unauthenticated("invalid credentials: unknown or revoked API key")
@@ -184,6 +222,7 @@ class Authenticator:
                 rate_limit=float(quotas.get("requestsPerSecondPerKey", 0)) or None,
             )
             self._projects[project_id] = entry
+            CACHE_ENTRIES.labels("projects").set(len(self._projects))
         return entry
 
     async def _apply_project_header(self, principal: Principal, project_id: str) -> Principal:

@@ -289,12 +289,22 @@ class ValidateOutputResponse(_message.Message):
     FINDINGS_FIELD_NUMBER: _builtins.int
     DECISION_ID_FIELD_NUMBER: _builtins.int
     REDACTED_CONTENT_FIELD_NUMBER: _builtins.int
+    FINDINGS_TRUNCATED_FIELD_NUMBER: _builtins.int
     verdict: _decision_pb2.Verdict.ValueType
     """verdict is the outcome."""
     decision_id: _builtins.str
     """decision_id identifies the verdict in the decision log."""
     redacted_content: _builtins.str
-    """redacted_content is content with the span of every finding masked."""
+    """redacted_content is content with the span of every finding masked; when
+    findings_truncated is set, everything after the last finding is masked too (it may hold
+    findings that were left out).
+    """
+    findings_truncated: _builtins.bool
+    """findings_truncated is set when findings were, or may have been, left out: one call
+    reports at most 1000 findings, one pattern stops after 1000 hits (phone numbers after
+    100, or after 500 digit runs that are not one). The verdict still counts every detector
+    that found something.
+    """
     @_builtins.property
     def findings(self) -> _containers.RepeatedCompositeFieldContainer[_decision_pb2.Finding]:
         """findings are what the detectors found, in content order."""
@@ -306,10 +316,11 @@ class ValidateOutputResponse(_message.Message):
         findings: _abc.Iterable[_decision_pb2.Finding] | None = ...,
         decision_id: _builtins.str = ...,
         redacted_content: _builtins.str = ...,
+        findings_truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "findings", b"findings", "redacted_content", b"redacted_content", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "findings", b"findings", "findings_truncated", b"findings_truncated", "redacted_content", b"redacted_content", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
