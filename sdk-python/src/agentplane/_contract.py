@@ -2,4 +2,4 @@
 """The version of the Agentplane contract these generated modules were built from."""
 
 CONTRACT_VERSION = "1.0.0-alpha.1"
-CONTRACT_DIGEST = "sha256:a4ba288c894bca670f245137edae576259d54df5f2d1075f45b7765ec145b299"
+CONTRACT_DIGEST = "sha256:9fd1898cff441d0ead23a56c50e540b0d622e33b62e71d879a42b087f2c8d19f"
