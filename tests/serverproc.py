@@ -171,7 +171,8 @@ class ServerProcess:
         )
         self._channels: list[grpc.Channel] = []
         self.wait_ready()
-        self.admin_key = (self.data_dir / "admin.key").read_text().strip()
+        key_file = self.data_dir / "admin.key"  # absent with --bootstrap-admin-key
+        self.admin_key = key_file.read_text().strip() if key_file.exists() else ""
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

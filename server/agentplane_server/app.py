@@ -243,7 +243,7 @@ async def prepare(settings: Settings) -> None:
     await asyncio.to_thread(migrate, settings.resolved_database_url)
     db = Database(settings.resolved_database_url)
     try:
-        await bootstrap(db, settings.admin_key_path)
+        await bootstrap(db, settings.admin_key_path, settings.bootstrap_admin_key)
     finally:
         await db.dispose()
 

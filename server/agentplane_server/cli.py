@@ -89,11 +89,14 @@ def _start_metrics(settings: Settings, multiprocess_dir: str | None) -> None:
 def check_settings(settings: Settings) -> None:
     """Fail once, with a clear message, before any worker starts (and before a database or a
     key is created)."""
+    from agentplane_server.admin.bootstrap import read_given_key
     from agentplane_server.app import _server_credentials
     from agentplane_server.auth.jwt import JwtVerifier
     from agentplane_server.auth.mtls import ClientCertificates
 
     try:
+        if settings.bootstrap_admin_key:
+            read_given_key(settings.bootstrap_admin_key)
         _server_credentials(settings)
         JwtVerifier.from_settings(settings)
         ClientCertificates.from_settings(settings)
