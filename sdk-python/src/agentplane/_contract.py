@@ -2,4 +2,4 @@
 """The version of the Agentplane contract these generated modules were built from."""
 
 CONTRACT_VERSION = "1.0.0-alpha.1"
-CONTRACT_DIGEST = "sha256:9fd1898cff441d0ead23a56c50e540b0d622e33b62e71d879a42b087f2c8d19f"
+CONTRACT_DIGEST = "sha256:d6f373a0f6b4063fd0346ab52c6bd24cafef0ee28d63d10163025991794912de"
