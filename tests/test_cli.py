@@ -58,7 +58,13 @@ def test_keys_take_project_after_the_subcommand_as_the_readme_writes_it(server) 
     elsewhere = run(
         "keys", "--project", "default", "list", "--project", "nosuch", *storage_flags(server)
     )
-    assert "readme-style" not in elsewhere.stdout
+    assert "project 'nosuch' not found" in one_line_error(elsewhere)
+    # No key is made for a project that does not exist.
+    orphan = run(
+        "keys", "create", "--project", "nosuch", "--role", "reader", *storage_flags(server)
+    )
+    assert "project 'nosuch' not found" in one_line_error(orphan)
+    assert orphan.stdout == ""
 
 
 def test_keys_revoke_of_an_unknown_id_is_one_line(server) -> None:  # type: ignore[no-untyped-def]

@@ -197,6 +197,7 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
     )
     logic = AdminLogic(db, PageTokens(b"cli"), lambda: None)
     try:
+        await logic.get_project(operator, args.project)  # NOT_FOUND: keys of no project
         if args.keys_command == "create":
             request = pb.CreateApiKeyRequest(
                 display_name=args.name,
