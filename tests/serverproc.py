@@ -170,7 +170,11 @@ class ServerProcess:
             cwd=self.data_dir,
         )
         self._channels: list[grpc.Channel] = []
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop(timeout=10)  # a server that never became ready is not left running
+            raise
         key_file = self.data_dir / "admin.key"  # absent with --bootstrap-admin-key
         self.admin_key = key_file.read_text().strip() if key_file.exists() else ""
 
