@@ -3,6 +3,7 @@ every Kubernetes overlay renders and validates with the properties the deploymen
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -23,9 +24,16 @@ OVERLAYS = sorted(p.name for p in (DEPLOY / "kubernetes" / "overlays").iterdir()
 
 def test_the_image_install_steps_work_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     """What deploy/server.Dockerfile runs: copy sdk-python/ and server/, make a virtualenv
-    (no system site-packages), pip install both from wheels, then the entrypoint."""
+    (no system site-packages), install both with uv (the version the Dockerfile pins), then
+    the entrypoint."""
     dockerfile = (DEPLOY / "server.Dockerfile").read_text()
-    assert "pip install --only-binary=:all: ./sdk-python ./server" in dockerfile
+    install = "uv pip install --python /opt/agentplane/bin/python ./sdk-python ./server"
+    assert install in dockerfile
+    pinned = re.search(r"pip install uv==([0-9.]+)", dockerfile)
+    assert pinned, "the Dockerfile pins uv"
+    uv = BIN / "uv"
+    version = subprocess.run([str(uv), "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.split()[1] == pinned.group(1), "dev extra and Dockerfile pin one uv"
     src = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
     shutil.copytree(ROOT / "sdk-python", src / "sdk-python", ignore=ignore)
@@ -34,15 +42,9 @@ def test_the_image_install_steps_work_in_a_fresh_virtualenv(tmp_path: Path) -> N
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     assert "include-system-site-packages = false" in (venv / "pyvenv.cfg").read_text()
     started = time.monotonic()
+    python = str(venv / "bin" / "python")
     installed = subprocess.run(
-        [
-            str(venv / "bin" / "pip"),
-            "install",
-            "-q",
-            "--only-binary=:all:",
-            "./sdk-python",
-            "./server",
-        ],
+        [str(uv), "pip", "install", "-q", "--python", python, "./sdk-python", "./server"],
         cwd=src,
         capture_output=True,
         text=True,
