@@ -17,11 +17,15 @@ TRITON_SETUP := $(TRITON_VENV)/.setup-stamp
 TINY_LM := triton-models/generate/1/tiny-lm
 NPM_SETUP := $(TS)/node_modules/.setup-stamp
 PYTEST_ARGS ?=
+# Container images (deploy/*.Dockerfile); any Docker-compatible engine.
+CONTAINER_ENGINE ?= docker
+IMAGE_TAG ?= 0.1.0
+OVERLAYS := $(wildcard deploy/kubernetes/overlays/*)
 # The google/rpc .proto files that googleapis-common-protos installs (for the TypeScript SDK's
 # error details; see sdk-typescript-gen/buf.gen.google-rpc.yaml).
 GOOGLEAPIS = $(shell $(PY) -c 'import google.rpc, pathlib; print(pathlib.Path(google.rpc.__path__[0]).parents[1])')
 
-.PHONY: help setup serve triton-env triton test gen check-gen image lint format breaking baseline bench clean
+.PHONY: help setup serve triton-env triton test gen check-gen image images deploy-check lint format breaking baseline bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,6 +86,21 @@ check-gen: gen ## Fail when the committed generated code is stale
 		git status --short -- sdk-python/src $(TS)/src/gen; \
 		echo "generated code is stale: run 'make gen' and commit the result"; exit 1; \
 	fi
+
+images: ## Build the server and Triton container images (CONTAINER_ENGINE=docker, IMAGE_TAG=0.1.0)
+	@command -v $(CONTAINER_ENGINE) >/dev/null || { echo "no $(CONTAINER_ENGINE) here: set CONTAINER_ENGINE (docker, podman)"; exit 1; }
+	$(CONTAINER_ENGINE) build -f deploy/server.Dockerfile -t agentplane/server:$(IMAGE_TAG) .
+	$(CONTAINER_ENGINE) build -f deploy/triton.Dockerfile -t agentplane/triton:$(IMAGE_TAG) .
+
+deploy-check: $(PY_SETUP) ## Lint the Dockerfiles; render and validate every Kubernetes overlay
+	$(VENV)/bin/hadolint deploy/*.Dockerfile
+	@mkdir -p .build/deploy
+	@for overlay in $(OVERLAYS); do \
+		out=.build/deploy/$$(basename $$overlay).yaml; \
+		kubectl kustomize $$overlay > $$out && \
+		$(VENV)/bin/kubernetes-validate --strict --quiet $$out && \
+		echo "$$overlay: $$(grep -c '^kind:' $$out) resources valid" || exit 1; \
+	done
 
 format: setup ## Format the .proto files in place
 	$(BUF) format -w proto

@@ -136,6 +136,10 @@ class ServerProcess:
         self.database_url = database_url
         self.port = port or free_port()
         self.metrics_port = free_port()
+        # Hermetic: an address nothing listens on, so that a Triton left running on the default
+        # port (`make triton`) or named by AGENTPLANE_TRITON_URL does not change results. A test
+        # that wants Triton passes --triton-url in extra_args (the later flag wins).
+        self.triton_url = f"127.0.0.1:{free_port()}"
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = self.data_dir / f"server-{self.port}-{uuid.uuid4().hex[:6]}.log"
         args = [
@@ -151,6 +155,8 @@ class ServerProcess:
             str(workers),
             "--shutdown-grace",
             "5",
+            "--triton-url",
+            self.triton_url,
             *extra_args,
         ]
         if database_url:
@@ -164,8 +170,13 @@ class ServerProcess:
             cwd=self.data_dir,
         )
         self._channels: list[grpc.Channel] = []
-        self.wait_ready()
-        self.admin_key = (self.data_dir / "admin.key").read_text().strip()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop(timeout=10)  # a server that never became ready is not left running
+            raise
+        key_file = self.data_dir / "admin.key"  # absent with --bootstrap-admin-key
+        self.admin_key = key_file.read_text().strip() if key_file.exists() else ""
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

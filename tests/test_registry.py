@@ -151,7 +151,7 @@ def test_register_get_and_reregister_keeps_create_time(project: Project) -> None
 def test_agent_card_is_a2a_json(project: Project) -> None:
     register(project, "billing:card")
     got = project.registry.GetAgentCard(
-        pb.GetAgentCardRequest(agent_id="billing:card"), metadata=project.md
+        pb.GetAgentCardRequest(agent_id="billing:card", a2a_version="0.3"), metadata=project.md
     )
     a2a = json_format.MessageToDict(got.card)
     assert a2a["name"] == "Billing agent"
@@ -181,14 +181,16 @@ def test_agent_card_is_a2a_json(project: Project) -> None:
         assert agentplane_only not in a2a
 
 
-def test_card_without_interfaces_has_no_url(project: Project) -> None:
+def test_card_without_interfaces_has_no_a2a_card(project: Project) -> None:
     register(project, "no-endpoint", interfaces=[])
-    a2a = json_format.MessageToDict(
-        project.registry.GetAgentCard(
-            pb.GetAgentCardRequest(agent_id="no-endpoint"), metadata=project.md
-        ).card
-    )
-    assert "url" not in a2a and "additionalInterfaces" not in a2a
+    for version in ("", "1.0", "0.3"):
+        error = expect_error(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            project.registry.GetAgentCard,
+            pb.GetAgentCardRequest(agent_id="no-endpoint", a2a_version=version),
+            metadata=project.md,
+        )
+        assert "card.interfaces" in error.field_violations
 
 
 def test_list_filters_and_pages(project: Project) -> None:

@@ -62,6 +62,8 @@ export class TestServer {
     const dataDir = mkdtempSync(join(tmpdir(), "agentplane-ts-test-"));
     const port = await freePort();
     const metricsPort = await freePort();
+    // Hermetic: a Triton address nothing listens on (a Triton on the default port stays unused).
+    const tritonPort = await freePort();
     const logPath = join(dataDir, "server.log");
     const log = openSync(logPath, "w");
     const child = spawn(
@@ -76,6 +78,8 @@ export class TestServer {
         `127.0.0.1:${metricsPort}`,
         "--shutdown-grace",
         "2",
+        "--triton-url",
+        `127.0.0.1:${tritonPort}`,
         ...extraArgs,
       ],
       { cwd: dataDir, stdio: ["ignore", log, log], env: { ...process.env, PYTHONUNBUFFERED: "1" } },

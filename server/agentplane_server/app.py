@@ -22,6 +22,7 @@ from agentplane_server.admin.servicer import AdminServicer
 from agentplane_server.config import Settings
 from agentplane_server.feedback.servicer import build_feedback_service
 from agentplane_server.governance.wiring import registry_and_governance
+from agentplane_server.health_service import HealthServicer
 from agentplane_server.housekeeping import Housekeeping
 from agentplane_server.inference.servicer import InferenceServicer
 from agentplane_server.interceptors import CallInterceptor
@@ -98,7 +99,7 @@ class AgentplaneServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.server: grpc.aio.Server | None = None
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         self.state: ServerState | None = None
         self._cleanups: list[Callable[[], Any]] = []
 
@@ -175,6 +176,8 @@ class AgentplaneServer:
                 else health_pb2.HealthCheckResponse.NOT_SERVING,
             )
         await self.health.set(OTLP_TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        # Every service GetServerInfo lists has a status, the health service itself included.
+        await self.health.set(health.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         state.housekeeping.start()
         log.info("serving", extra={"listen": settings.listen, "port": port, "pid": os.getpid()})
@@ -242,7 +245,7 @@ async def prepare(settings: Settings) -> None:
     await asyncio.to_thread(migrate, settings.resolved_database_url)
     db = Database(settings.resolved_database_url)
     try:
-        await bootstrap(db, settings.admin_key_path)
+        await bootstrap(db, settings.admin_key_path, settings.bootstrap_admin_key)
     finally:
         await db.dispose()
 

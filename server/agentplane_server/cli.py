@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import tempfile
 from typing import Any
@@ -20,20 +22,30 @@ from agentplane_server.logs import configure_logging
 log = logging.getLogger("agentplane")
 
 
-def _settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Settings field; unset flags fall back to AGENTPLANE_* and the defaults."""
+# The settings `keys` and `migrate` use; `serve` takes every field.
+STORAGE_SETTINGS = ("data_dir", "database_url", "log_level")
+
+
+def _settings_flags(
+    parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None, default: Any = None
+) -> None:
+    """One flag per Settings field (or per field in `only`); unset flags fall back to
+    AGENTPLANE_* and the defaults. default=argparse.SUPPRESS lets a sub-subcommand repeat a
+    flag of its parent without overwriting the parent's value when it is not given."""
     for name, info in Settings.model_fields.items():
+        if only is not None and name not in only:
+            continue
         flag = "--" + name.replace("_", "-")
         if info.annotation is bool:
             parser.add_argument(
                 flag,
                 dest=name,
                 action=argparse.BooleanOptionalAction,
-                default=None,
+                default=default,
                 help=info.description,
             )
         else:
-            parser.add_argument(flag, dest=name, default=None, help=info.description)
+            parser.add_argument(flag, dest=name, default=default, help=info.description)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -75,19 +87,52 @@ def _start_metrics(settings: Settings, multiprocess_dir: str | None) -> None:
 
 
 def check_settings(settings: Settings) -> None:
-    """Fail once, with a clear message, before any worker starts."""
+    """Fail once, with a clear message, before any worker starts (and before a database or a
+    key is created)."""
+    from agentplane_server.admin.bootstrap import read_given_key
     from agentplane_server.app import _server_credentials
     from agentplane_server.auth.jwt import JwtVerifier
     from agentplane_server.auth.mtls import ClientCertificates
     from agentplane_server.signing import configured_keys
 
     try:
+        if settings.bootstrap_admin_key:
+            read_given_key(settings.bootstrap_admin_key)
         _server_credentials(settings)
         JwtVerifier.from_settings(settings)
         ClientCertificates.from_settings(settings)
         configured_keys(settings)
     except (ValueError, OSError) as exc:
         raise SystemExit(f"agentplane serve: {exc}") from None
+    for flag, address in (
+        ("--listen", settings.listen),
+        ("--metrics-listen", settings.metrics_listen),
+    ):
+        _check_port_free(flag, address)
+
+
+def _check_port_free(flag: str, address: str) -> None:
+    """Bind the address once, without SO_REUSEPORT: that fails while any server (also one of
+    several workers sharing a port) listens there, where the server's own bind may not."""
+    host, _, port = address.rpartition(":")
+    if not address or not port.isdigit() or int(port) == 0:
+        return
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT only
+            probe.bind(sockaddr)
+    except OSError as exc:
+        reason = (
+            "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+        )
+        raise SystemExit(
+            f"agentplane serve: {address} {reason}; is another server running? "
+            f"Choose another address with {flag}"
+        ) from None
 
 
 def serve(settings: Settings) -> int:
@@ -140,9 +185,11 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
     from agentplane_server.admin.logic import AdminLogic
     from agentplane_server.context import Principal, Role
     from agentplane_server.datadir import make_private
+    from agentplane_server.errors import ApiError
     from agentplane_server.pagination import PageTokens
     from agentplane_server.storage.db import Database, migrate
 
+    await _require_existing_database(settings)
     make_private(settings)
     migrate(settings.resolved_database_url)
     db = Database(settings.resolved_database_url)
@@ -154,6 +201,7 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
     )
     logic = AdminLogic(db, PageTokens(b"cli"), lambda: None)
     try:
+        await logic.get_project(operator, args.project)  # NOT_FOUND: keys of no project
         if args.keys_command == "create":
             request = pb.CreateApiKeyRequest(
                 display_name=args.name,
@@ -178,9 +226,51 @@ async def _keys(args: argparse.Namespace, settings: Settings) -> int:
         elif args.keys_command == "revoke":
             revoked = await logic.revoke_key(operator, args.key_id)
             print(f"{revoked.key_id}\t{api_key_pb2.ApiKeyState.Name(revoked.state)}")
+    except ApiError as exc:
+        print(f"agentplane keys {args.keys_command}: {exc.message}", file=sys.stderr)
+        return 1
     finally:
         await db.dispose()
     return 0
+
+
+async def _require_existing_database(settings: Settings) -> None:
+    """`keys` works on the database of a server that has started at least once: run elsewhere,
+    it must not create a second, empty one whose keys that server does not know."""
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    if not settings.database_url:
+        if not (settings.data_dir / "agentplane.db").is_file():
+            raise SystemExit(
+                f"agentplane keys: no Agentplane database in {settings.data_dir.resolve()} "
+                "(start the server once, or give its --data-dir or --database-url)"
+            )
+        return
+    url = sa.make_url(settings.database_url)
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            found = await connection.run_sync(lambda c: sa.inspect(c).has_table("projects"))
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        message = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise SystemExit(f"agentplane keys: cannot reach the database: {message}") from None
+    finally:
+        await engine.dispose()
+    if not found:
+        raise SystemExit(
+            f"agentplane keys: the database {url.render_as_string(hide_password=True)} has no "
+            "Agentplane schema (start the server once, or run `agentplane migrate`)"
+        )
+
+
+def _keys_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    _settings_flags(parser, STORAGE_SETTINGS, default=default)
+    parser.add_argument(
+        "--project",
+        default="default" if default is None else default,
+        help="project of the keys (default: default)",
+    )
 
 
 def _models_parser(commands: Any) -> None:
@@ -214,10 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser = commands.add_parser("serve", help="run the gRPC server")
     _settings_flags(serve_parser)
     migrate_parser = commands.add_parser("migrate", help="apply database migrations and exit")
-    _settings_flags(migrate_parser)
+    _settings_flags(migrate_parser, STORAGE_SETTINGS)
     keys_parser = commands.add_parser("keys", help="create, list and revoke API keys")
-    _settings_flags(keys_parser)
-    keys_parser.add_argument("--project", default="default", help="project of the keys")
+    _keys_flags(keys_parser, default=None)
     key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="mint a key and print it once")
     create.add_argument("--role", choices=sorted(ROLES), required=True)
@@ -225,9 +314,15 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--name", default="", help="display name")
     create.add_argument("--ttl", type=int, default=0, help="seconds until it expires")
     create.add_argument("--rate-limit", type=int, default=0, help="requests per second")
-    key_commands.add_parser("list", help="list keys (never their secrets)")
+    listing = key_commands.add_parser("list", help="list keys (never their secrets)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
+    for sub in (
+        create,
+        listing,
+        revoke,
+    ):  # `keys create --project p` as well as `keys --project p create`
+        _keys_flags(sub, default=argparse.SUPPRESS)
     _models_parser(commands)
     args = parser.parse_args(argv)
     settings = _settings(args)

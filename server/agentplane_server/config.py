@@ -15,6 +15,11 @@ class Settings(BaseSettings):
 
     listen: str = Field("127.0.0.1:50051", description="gRPC address (host:port; port 0 picks one)")
     data_dir: Path = Field(Path(".agentplane"), description="SQLite file and bootstrap admin key")
+    bootstrap_admin_key: Path | None = Field(
+        None,
+        description="file holding the admin key the first start registers (e.g. a mounted "
+        "Secret), instead of minting one into data_dir/admin.key",
+    )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL; default sqlite in data_dir. "

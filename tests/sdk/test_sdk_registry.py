@@ -26,6 +26,7 @@ CARD = {
     "labels": {"team": "support"},
     "capabilities": {"streaming": True},
     "framework": "custom",
+    "interfaces": [{"url": "https://orders.example/a2a", "transport": "JSONRPC"}],
 }
 
 

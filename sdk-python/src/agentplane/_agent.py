@@ -44,6 +44,7 @@ def build_card(
     labels: Mapping[str, str] | None,
     framework: str,
     fallback_name: str,
+    interfaces: Iterable[agent_pb2.AgentInterface | Mapping[str, Any]] = (),
 ) -> agent_pb2.AgentCard:
     """The card to register: ``card`` as given, or one made from the keyword fields; the SDK's
     language and version are filled in when empty."""
@@ -62,6 +63,7 @@ def build_card(
             skills=list(skills),  # type: ignore[arg-type]
             labels=dict(labels or {}),
             framework=framework,
+            interfaces=list(interfaces),  # type: ignore[arg-type]
         )
     if not result.sdk_language:
         result.sdk_language = "python"
@@ -86,6 +88,7 @@ class _AgentBase:
         handle_sigterm: bool,
         governor_options: Mapping[str, Any] | None,
         set_default: bool,
+        interfaces: Iterable[agent_pb2.AgentInterface | Mapping[str, Any]] = (),
     ) -> None:
         self.agent_id = agent_id or os.environ.get(ENV_AGENT_ID, "")
         self._card_args = {
@@ -96,6 +99,7 @@ class _AgentBase:
             "skills": list(skills),
             "labels": labels,
             "framework": framework,
+            "interfaces": list(interfaces),
         }
         self.lease_duration = lease_duration
         self.handle_sigterm = handle_sigterm
@@ -150,9 +154,11 @@ class Agent(_AgentBase):
 
     ``agent_id`` defaults to ``AGENTPLANE_AGENT_ID``, then to the agent of the credential.
     The card is ``card`` (an AgentCard or a dict) or built from ``name``, ``version``,
-    ``description``, ``skills``, ``labels`` and ``framework``. ``governor_options`` go to the
-    agent's ``Governor`` (e.g. ``{"watch": True, "fail_open": False, "timeout": 2.0}``),
-    which becomes the default for ``governed`` while the agent runs.
+    ``description``, ``skills``, ``labels``, ``framework`` and ``interfaces`` (the endpoints
+    the agent serves, ``[{"url": ..., "transport": "JSONRPC"}]``: its A2A card needs one).
+    ``governor_options`` go to the agent's ``Governor`` (e.g. ``{"watch": True,
+    "fail_open": False, "timeout": 2.0}``), which becomes the default for ``governed`` while
+    the agent runs.
     """
 
     def __init__(
@@ -171,6 +177,7 @@ class Agent(_AgentBase):
         handle_sigterm: bool = True,
         governor_options: Mapping[str, Any] | None = None,
         set_default: bool = True,
+        interfaces: Iterable[agent_pb2.AgentInterface | Mapping[str, Any]] = (),
     ) -> None:
         super().__init__(
             agent_id=agent_id,
@@ -185,6 +192,7 @@ class Agent(_AgentBase):
             handle_sigterm=handle_sigterm,
             governor_options=governor_options,
             set_default=set_default,
+            interfaces=interfaces,
         )
         self._owns_client = client is None
         self.client = client or Client.connect()
@@ -327,6 +335,7 @@ class AsyncAgent(_AgentBase):
         handle_sigterm: bool = True,
         governor_options: Mapping[str, Any] | None = None,
         set_default: bool = True,
+        interfaces: Iterable[agent_pb2.AgentInterface | Mapping[str, Any]] = (),
     ) -> None:
         super().__init__(
             agent_id=agent_id,
@@ -341,6 +350,7 @@ class AsyncAgent(_AgentBase):
             handle_sigterm=handle_sigterm,
             governor_options=governor_options,
             set_default=set_default,
+            interfaces=interfaces,
         )
         self._owns_client = client is None
         self.client: AsyncClient | None = client

@@ -126,7 +126,8 @@ def configure_tracing(
     (its target and credentials), or None (``target``/``api_key``/``tls`` or the AGENTPLANE_*
     environment). In null mode spans are still made (session ids included) but not exported.
     Returns the TracerProvider; ``set_global`` also makes it the global one (once per process:
-    OpenTelemetry refuses to replace a global provider). Needs ``pip install agentplane[otel]``.
+    OpenTelemetry refuses to replace a global provider). Needs
+    ``pip install 'agentplane-sdk[otel]'``.
     """
     try:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -135,7 +136,7 @@ def configure_tracing(
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
     except ImportError as error:  # pragma: no cover - depends on the extra
         raise ImportError(
-            "configure_tracing needs OpenTelemetry: pip install 'agentplane[otel]'"
+            "configure_tracing needs OpenTelemetry: pip install 'agentplane-sdk[otel]'"
         ) from error
 
     client = getattr(source, "client", source)

@@ -41,7 +41,7 @@ def validate_request(message: Message, method: str = "") -> None:
             import protovalidate
         except ImportError as error:  # pragma: no cover - depends on the extra
             raise ImportError(
-                "client-side validation needs protovalidate: pip install 'agentplane[validate]'"
+                "client-side validation needs protovalidate: pip install 'agentplane-sdk[validate]'"
             ) from error
         _validator = protovalidate.Validator()
     violations = [

@@ -2,4 +2,4 @@
 /** The version of the Agentplane contract this SDK was generated from. */
 export const CONTRACT_VERSION = "1.0.0-alpha.1";
 /** A digest of the contract's descriptors (comments excluded). */
-export const CONTRACT_DIGEST = "sha256:235bc26a488e49b908195d2168b143f9629a7651830cf79b965d064b2e8dc3f4";
+export const CONTRACT_DIGEST = "sha256:5511ba10bb6ef6124fa329fda10523687415e889d19b7f3a4e8d278e45b6fa23";

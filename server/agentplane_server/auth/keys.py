@@ -61,9 +61,11 @@ async def create_key(
     expire_time_us: int | None = None,
     rate_limit_rps: float | None = None,
     creator_key_id: str = "",
+    secret: str | None = None,
 ) -> MintedKey:
+    """Mint a key (or register `secret`, an operator-provided one: the bootstrap key)."""
     key_id = f"key_{secrets.token_hex(8)}"
-    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    secret = secret or KEY_PREFIX + secrets.token_urlsafe(32)
     await c.execute(
         T.insert().values(
             key_id=key_id,

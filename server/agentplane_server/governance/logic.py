@@ -787,7 +787,8 @@ class GovernanceLogic:
         self._admin(who, "CreatePolicy")
         body = _policy_body(request.policy)
         self._compile(body, "policy")
-        policy_id = request.policy_id or new_id("pol")
+        # policy.policy_id counts too (the validator refuses the two set differently).
+        policy_id = request.policy_id or request.policy.policy_id or new_id("pol")
         project_id = who.project_id
 
         async def work(c) -> pb.CreatePolicyResponse:  # type: ignore[no-untyped-def]

@@ -1,8 +1,9 @@
-"""Agent cards: the A2A (protocol 0.3) JSON form, searchable facets, and filter matching.
+"""Agent cards: the A2A JSON forms (1.0 and 0.3), searchable facets, and filter matching.
 
-Hand-written: the A2A Python SDK models the card with pydantic but adds an HTTP client stack
-the server does not need; the mapping is a direct field-by-field copy documented in the
-contract (registry_service.proto, GetAgentCard).
+Hand-written: the A2A Python SDK (a2a-sdk) brings an HTTP client and server stack the server
+does not need; the mapping is a direct field-by-field copy documented in the contract
+(registry_service.proto, GetAgentCard), and tests/test_a2a_cards.py checks both forms with
+a2a-sdk's own AgentCard types.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ from google.protobuf import json_format
 from agentplane.registry.v1 import agent_pb2
 from agentplane.registry.v1 import registry_service_pb2 as pb
 
-A2A_DEFAULT_PROTOCOL = "0.3.0"
+A2A_DEFAULT_PROTOCOL = "0.3.0"  # of an interface whose card names no protocol_version
+A2A_CARD_VERSIONS = ("1.0", "0.3")
+# A2A 0.3 securitySchemes `type` -> the A2A 1.0 SecurityScheme field (the mapping a2a-sdk's
+# card resolver applies to 0.3 cards).
+SECURITY_SCHEME_FIELDS = {
+    "apiKey": "apiKeySecurityScheme",
+    "http": "httpAuthSecurityScheme",
+    "oauth2": "oauth2SecurityScheme",
+    "openIdConnect": "openIdConnectSecurityScheme",
+    "mutualTLS": "mtlsSecurityScheme",
+}
 
 CAPABILITY_BITS = {
     pb.AGENT_CAPABILITY_STREAMING: 1 << pb.AGENT_CAPABILITY_STREAMING,
@@ -52,9 +63,53 @@ def _struct_dict(message: Any) -> dict:
     return json_format.MessageToDict(message)
 
 
-def a2a_json(card: agent_pb2.AgentCard) -> dict[str, Any]:
-    """The card as an A2A AgentCard JSON object (camelCase), leaving out empty optional fields
-    and the Agentplane-only fields (labels, framework, sdk_language, sdk_version)."""
+def a2a_json(card: agent_pb2.AgentCard, a2a_version: str = "1.0") -> dict[str, Any]:
+    """The card as an A2A AgentCard JSON object (camelCase) of that version, leaving out empty
+    optional fields and the Agentplane-only fields (labels, framework, sdk_language,
+    sdk_version). The caller makes sure the card has interfaces (both forms need one)."""
+    if a2a_version == "0.3":
+        return _a2a_v03(card)
+    out: dict[str, Any] = {
+        "name": card.name,
+        "description": card.description,
+        "version": card.version,
+        "supportedInterfaces": [
+            {
+                "url": i.url,
+                "protocolBinding": i.transport,
+                "protocolVersion": card.protocol_version or A2A_DEFAULT_PROTOCOL,
+            }
+            for i in card.interfaces
+        ],
+    }
+    _common(card, out)
+    capabilities = _capabilities(card)
+    capabilities.pop("stateTransitionHistory", None)  # not part of A2A 1.0
+    out["capabilities"] = capabilities
+    if card.HasField("security_schemes"):
+        schemes = _struct_dict(card.security_schemes)
+        out["securitySchemes"] = {name: _scheme_v10(s) for name, s in schemes.items()}
+    if card.security:
+        out["securityRequirements"] = [
+            {"schemes": {name: {"list": list(scopes)} for name, scopes in _struct_dict(s).items()}}
+            for s in card.security
+        ]
+    _modes_and_skills(card, out)
+    return out
+
+
+def _scheme_v10(scheme: Any) -> Any:
+    """A 0.3 security scheme ({"type": "apiKey", "in": "header", ...}) in the 1.0 form
+    ({"apiKeySecurityScheme": {"location": "header", ...}}); other shapes pass unchanged."""
+    if not isinstance(scheme, dict) or scheme.get("type") not in SECURITY_SCHEME_FIELDS:
+        return scheme
+    body = {k: v for k, v in scheme.items() if k != "type"}
+    if scheme["type"] == "apiKey" and "in" in body:
+        body["location"] = body.pop("in")
+    return {SECURITY_SCHEME_FIELDS[scheme["type"]]: body}
+
+
+def _a2a_v03(card: agent_pb2.AgentCard) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": card.name,
         "description": card.description,
@@ -67,12 +122,26 @@ def a2a_json(card: agent_pb2.AgentCard) -> dict[str, Any]:
         out["additionalInterfaces"] = [
             {"url": i.url, "transport": i.transport} for i in card.interfaces
         ]
+    _common(card, out)
+    out["capabilities"] = _capabilities(card)
+    if card.HasField("security_schemes"):
+        out["securitySchemes"] = _struct_dict(card.security_schemes)
+    if card.security:
+        out["security"] = [_struct_dict(s) for s in card.security]
+    _modes_and_skills(card, out)
+    return out
+
+
+def _common(card: agent_pb2.AgentCard, out: dict[str, Any]) -> None:
     if card.HasField("provider"):
         out["provider"] = {"organization": card.provider.organization, "url": card.provider.url}
     if card.icon_url:
         out["iconUrl"] = card.icon_url
     if card.documentation_url:
         out["documentationUrl"] = card.documentation_url
+
+
+def _capabilities(card: agent_pb2.AgentCard) -> dict[str, Any]:
     caps = card.capabilities
     capabilities: dict[str, Any] = {}
     if caps.streaming:
@@ -93,11 +162,10 @@ def a2a_json(card: agent_pb2.AgentCard) -> dict[str, Any]:
                 item["params"] = _struct_dict(ext.params)
             extensions.append(item)
         capabilities["extensions"] = extensions
-    out["capabilities"] = capabilities
-    if card.HasField("security_schemes"):
-        out["securitySchemes"] = _struct_dict(card.security_schemes)
-    if card.security:
-        out["security"] = [_struct_dict(s) for s in card.security]
+    return capabilities
+
+
+def _modes_and_skills(card: agent_pb2.AgentCard, out: dict[str, Any]) -> None:
     out["defaultInputModes"] = list(card.default_input_modes)
     out["defaultOutputModes"] = list(card.default_output_modes)
     skills = []
@@ -116,7 +184,6 @@ def a2a_json(card: agent_pb2.AgentCard) -> dict[str, Any]:
             item["outputModes"] = list(skill.output_modes)
         skills.append(item)
     out["skills"] = skills
-    return out
 
 
 def matches(agent: agent_pb2.Agent, where: pb.AgentFilter | None) -> bool:

@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator, Callable
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from agentplane.common.v1.error_reason_pb2 import ErrorReason
 from agentplane.registry.v1 import agent_pb2
 from agentplane.registry.v1 import registry_service_pb2 as pb
 from agentplane_server.authz import acting_agent
 from agentplane_server.context import Principal
-from agentplane_server.errors import NotFound, etag_mismatch
+from agentplane_server.errors import FailedPrecondition, FieldViolation, NotFound, etag_mismatch
 from agentplane_server.pagination import PageTokens, clamp_page_size
 from agentplane_server.registry.cards import a2a_json, matches
 from agentplane_server.registry.store import (
@@ -249,10 +250,22 @@ class RegistryLogic:
             raise agent_not_found(agent_id)
         return self._agent(row, now_us())
 
-    async def get_card(self, who: Principal, agent_id: str) -> struct_pb2.Struct:
+    async def get_card(
+        self, who: Principal, agent_id: str, a2a_version: str = ""
+    ) -> struct_pb2.Struct:
         agent = await self.get(who, agent_id)
+        if not agent.card.interfaces:
+            raise FailedPrecondition(
+                f"agent {agent_id!r} declares no interfaces; an A2A card needs at least one "
+                "endpoint (register the card with interfaces [{url, transport}])",
+                reason=ErrorReason.ERROR_REASON_INVALID_REQUEST,
+                metadata={"resource_type": "agent", "resource_id": agent_id},
+                field_violations=[
+                    FieldViolation("card.interfaces", "empty: an A2A card needs an endpoint")
+                ],
+            )
         card = struct_pb2.Struct()
-        card.update(a2a_json(agent.card))
+        card.update(a2a_json(agent.card, a2a_version or "1.0"))
         return card
 
     async def list(self, who: Principal, request: pb.ListAgentsRequest) -> pb.ListAgentsResponse:

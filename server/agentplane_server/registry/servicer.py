@@ -32,7 +32,7 @@ class RegistryServicer(rpc.RegistryServiceServicer):
         return pb.GetAgentResponse(agent=agent)
 
     async def GetAgentCard(self, request, context):  # type: ignore[no-untyped-def]
-        card = await self.logic.get_card(current_principal(), request.agent_id)
+        card = await self.logic.get_card(current_principal(), request.agent_id, request.a2a_version)
         return pb.GetAgentCardResponse(card=card)
 
     async def ListAgents(self, request, context):  # type: ignore[no-untyped-def]

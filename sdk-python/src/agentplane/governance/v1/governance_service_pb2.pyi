@@ -336,14 +336,18 @@ class CreatePolicyRequest(_message.Message):
     POLICY_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
-    """policy_id is the id to give the policy; empty lets the server generate one. Any
-    policy.policy_id is ignored.
+    """policy_id is the id to give the policy; policy.policy_id is accepted as well (when both
+    are set they must be equal: INVALID_ARGUMENT otherwise), and when both are empty the
+    server generates one. An id that is taken answers ALREADY_EXISTS, unless request_id
+    repeats the call that created it.
     """
     request_id: _builtins.str
     """request_id makes the call idempotent: a retry with the same id returns the first result."""
     @_builtins.property
     def policy(self) -> _policy_pb2.Policy:
-        """policy is the policy to create (name and effect required; output-only fields ignored)."""
+        """policy is the policy to create (name and effect required; policy_id as above; the other
+        output-only fields are ignored).
+        """
 
     def __init__(
         self,

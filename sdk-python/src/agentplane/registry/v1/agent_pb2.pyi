@@ -225,10 +225,10 @@ class AgentCard(_message.Message):
 
     @_builtins.property
     def interfaces(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentInterface]:
-        """interfaces are the endpoints the agent serves, preferred first (at most 16). In the A2A
-        card the first one gives `url` and `preferredTransport`, and all of them are listed in
-        `additionalInterfaces`. An agent that serves no endpoint leaves it empty; its A2A card then
-        has no `url`.
+        """interfaces are the endpoints the agent serves, preferred first (at most 16): the A2A 1.0
+        card's `supportedInterfaces` (in 0.3, the first gives `url` and `preferredTransport`, and
+        all are listed in `additionalInterfaces`). An agent that serves no endpoint leaves it
+        empty; it has no A2A card then (GetAgentCard answers FAILED_PRECONDITION).
         """
 
     @_builtins.property

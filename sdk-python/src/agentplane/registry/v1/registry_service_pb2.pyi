@@ -350,16 +350,20 @@ class GetAgentCardRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_ID_FIELD_NUMBER: _builtins.int
+    A2A_VERSION_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """agent_id is the agent whose card to read."""
+    a2a_version: _builtins.str
+    """a2a_version is the A2A AgentCard form to return: "1.0" (also when empty) or "0.3"."""
     def __init__(
         self,
         *,
         agent_id: _builtins.str = ...,
+        a2a_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["a2a_version", b"a2a_version", "agent_id", b"agent_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

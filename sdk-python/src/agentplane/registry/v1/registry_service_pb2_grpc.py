@@ -133,16 +133,24 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetAgentCard(self, request, context):
-        """GetAgentCard returns an agent's card as A2A (protocol 0.3) AgentCard JSON with camelCase
-        names: name, description, version, protocolVersion ("0.3.0" when empty), url and
-        preferredTransport (from the first interface), additionalInterfaces [{url, transport}],
-        provider {organization, url}, iconUrl, documentationUrl, capabilities {streaming,
-        pushNotifications, stateTransitionHistory, extensions [{uri, description, required,
-        params}]}, securitySchemes, security, defaultInputModes, defaultOutputModes and skills
-        [{id, name, description, tags, examples, inputModes, outputModes}]. Empty optional fields
-        are left out; labels, framework, sdk_language and sdk_version are not part of A2A and are
-        left out.
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        """GetAgentCard returns an agent's card as an A2A AgentCard JSON object (camelCase names),
+        leaving out empty optional fields and the fields that are not part of A2A (labels,
+        framework, sdk_language, sdk_version). a2a_version chooses the form:
+        - "1.0" (the default): name, description, version, supportedInterfaces [{url,
+        protocolBinding, protocolVersion}] (protocolVersion is the card's protocol_version,
+        "0.3.0" when empty), provider {organization, url}, iconUrl, documentationUrl,
+        capabilities {streaming, pushNotifications, extensions [{uri, description, required,
+        params}]}, securitySchemes (in the 1.0 form, e.g. {"apiKeySecurityScheme": {...}}),
+        securityRequirements [{schemes: {name: {list: [scopes]}}}], defaultInputModes,
+        defaultOutputModes and skills [{id, name, description, tags, examples, inputModes,
+        outputModes}];
+        - "0.3": name, description, version, protocolVersion, url and preferredTransport (from the
+        first interface), additionalInterfaces [{url, transport}], provider, iconUrl,
+        documentationUrl, capabilities (with stateTransitionHistory), securitySchemes, security,
+        defaultInputModes, defaultOutputModes and skills.
+        Both forms need an endpoint: a card without interfaces answers FAILED_PRECONDITION.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (the card has no interfaces:
+        field violation "card.interfaces"), UNAUTHENTICATED, PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -164,10 +164,10 @@ export type AgentCard = Message<"agentplane.registry.v1.AgentCard"> & {
   provider?: AgentProvider | undefined;
 
   /**
-   * interfaces are the endpoints the agent serves, preferred first (at most 16). In the A2A
-   * card the first one gives `url` and `preferredTransport`, and all of them are listed in
-   * `additionalInterfaces`. An agent that serves no endpoint leaves it empty; its A2A card then
-   * has no `url`.
+   * interfaces are the endpoints the agent serves, preferred first (at most 16): the A2A 1.0
+   * card's `supportedInterfaces` (in 0.3, the first gives `url` and `preferredTransport`, and
+   * all are listed in `additionalInterfaces`). An agent that serves no endpoint leaves it
+   * empty; it has no A2A card then (GetAgentCard answers FAILED_PRECONDITION).
    *
    * @generated from field: repeated agentplane.registry.v1.AgentInterface interfaces = 6;
    */
