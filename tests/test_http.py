@@ -477,3 +477,39 @@ def test_http_listener_can_be_turned_off(make_server) -> None:  # type: ignore[n
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.http_port), timeout=2).close()
     assert session_exists(server, "nothing") is False  # gRPC still serves
+
+
+# --- drain ---------------------------------------------------------------------------------------
+
+
+def test_sigterm_ends_http_streams_cleanly_and_exits(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server()
+    stub = rpc.SessionServiceStub(server.channel())
+    md = server.metadata()
+    session_id = stub.CreateSession(pb.CreateSessionRequest(), metadata=md).session.session_id
+    stub.AppendMessages(
+        pb.AppendMessagesRequest(
+            session_id=session_id,
+            messages=[pb.MessageInput(role=session_pb2.ROLE_USER, content="hi")],
+        ),
+        metadata=md,
+    )
+    connection = http.client.HTTPConnection(server.http_address, timeout=30)
+    connection.request(
+        "POST",
+        f"{SESSIONS}/WatchSession",
+        body=envelope(json.dumps({"sessionId": session_id}).encode()),
+        headers={"content-type": "application/connect+json", **auth(server)},
+    )
+    response = connection.getresponse()
+    assert response.status == 200
+    flags, size = struct.unpack(">BI", response.read(5))
+    assert flags == 0 and json.loads(response.read(size))["message"]["content"] == "hi"
+
+    server.send_signal()  # SIGTERM: the watch returns, so the client can resume elsewhere
+    rest = envelopes(response.read())
+    connection.close()
+    assert [flags for flags, _ in rest] == [2]
+    assert "error" not in json.loads(rest[0][1])
+    assert server.process.wait(30) == 0
+    assert_no_traceback(server)
