@@ -140,7 +140,9 @@ class ServerProcess:
         # port (`make triton`) or named by AGENTPLANE_TRITON_URL does not change results. A test
         # that wants Triton passes --triton-url in extra_args (the later flag wins).
         self.triton_url = f"127.0.0.1:{free_port()}"
+        self.http_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.http_address = f"127.0.0.1:{self.http_port}"
         self.log_path = self.data_dir / f"server-{self.port}-{uuid.uuid4().hex[:6]}.log"
         args = [
             str(AGENTPLANE),
@@ -151,6 +153,8 @@ class ServerProcess:
             str(self.data_dir),
             "--metrics-listen",
             f"127.0.0.1:{self.metrics_port}",
+            "--http-listen",
+            self.http_address,
             "--workers",
             str(workers),
             "--shutdown-grace",
@@ -161,6 +165,7 @@ class ServerProcess:
         ]
         if database_url:
             args += ["--database-url", database_url]
+        self.args = args
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             args,
@@ -193,6 +198,12 @@ class ServerProcess:
                     pass
                 time.sleep(0.1)
         raise TimeoutError(f"server not ready in {timeout}s:\n{self.logs()}")
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP listener (Connect, gRPC-Web)."""
+        scheme = "https" if "--tls-cert" in self.args else "http"
+        return f"{scheme}://{self.http_address}"
 
     def channel(self) -> grpc.Channel:
         channel = grpc.insecure_channel(self.address)
