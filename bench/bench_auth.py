@@ -49,7 +49,9 @@ def serve_without_auth(listen: str, data_dir: str) -> None:
         return fixed
 
     auth.Authenticator.authenticate = authenticate  # type: ignore[method-assign]
-    settings = Settings(listen=listen, data_dir=Path(data_dir), metrics_listen="", access_log=True)
+    settings = Settings(
+        listen=listen, data_dir=Path(data_dir), metrics_listen="", http_listen="", access_log=True
+    )
     asyncio.run(app.prepare(settings))
     asyncio.run(app.serve_forever(settings))
 

@@ -136,7 +136,9 @@ class ServerProcess:
         self.database_url = database_url
         self.port = port or free_port()
         self.metrics_port = free_port()
+        self.http_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.http_address = f"127.0.0.1:{self.http_port}"
         self.log_path = self.data_dir / f"server-{self.port}-{uuid.uuid4().hex[:6]}.log"
         args = [
             str(AGENTPLANE),
@@ -147,6 +149,8 @@ class ServerProcess:
             str(self.data_dir),
             "--metrics-listen",
             f"127.0.0.1:{self.metrics_port}",
+            "--http-listen",
+            self.http_address,
             "--workers",
             str(workers),
             "--shutdown-grace",
@@ -155,6 +159,7 @@ class ServerProcess:
         ]
         if database_url:
             args += ["--database-url", database_url]
+        self.args = args
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             args,
@@ -182,6 +187,12 @@ class ServerProcess:
                     pass
                 time.sleep(0.1)
         raise TimeoutError(f"server not ready in {timeout}s:\n{self.logs()}")
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP listener (Connect, gRPC-Web)."""
+        scheme = "https" if "--tls-cert" in self.args else "http"
+        return f"{scheme}://{self.http_address}"
 
     def channel(self) -> grpc.Channel:
         channel = grpc.insecure_channel(self.address)

@@ -40,10 +40,16 @@ export class TestServer {
   private constructor(
     readonly process: ChildProcess,
     readonly port: number,
+    readonly httpPort: number,
     readonly dataDir: string,
     readonly logPath: string,
   ) {
     this.url = `127.0.0.1:${port}`;
+  }
+
+  /** Base URL of the HTTP listener (Connect, gRPC-Web); TLS when the gRPC listener has it. */
+  get httpUrl(): string {
+    return `${this.tls ? "https" : "http"}://127.0.0.1:${this.httpPort}`;
   }
 
   /** TLS options of the clients (when the server was started with TLS flags). */
@@ -62,6 +68,7 @@ export class TestServer {
     const dataDir = mkdtempSync(join(tmpdir(), "agentplane-ts-test-"));
     const port = await freePort();
     const metricsPort = await freePort();
+    const httpPort = await freePort();
     const logPath = join(dataDir, "server.log");
     const log = openSync(logPath, "w");
     const child = spawn(
@@ -74,13 +81,15 @@ export class TestServer {
         dataDir,
         "--metrics-listen",
         `127.0.0.1:${metricsPort}`,
+        "--http-listen",
+        `127.0.0.1:${httpPort}`,
         "--shutdown-grace",
         "2",
         ...extraArgs,
       ],
       { cwd: dataDir, stdio: ["ignore", log, log], env: { ...process.env, PYTHONUNBUFFERED: "1" } },
     );
-    const server = new TestServer(child, port, dataDir, logPath);
+    const server = new TestServer(child, port, httpPort, dataDir, logPath);
     server.tls = tls;
     try {
       await server.waitReady();

@@ -38,6 +38,12 @@ from agentplane_server.trace.servicer import (
     add_otlp_trace_service,
     build_trace_service,
 )
+from agentplane_server.transports.http import (
+    HttpListener,
+    RegisteredMethods,
+    build_app,
+    http_endpoints,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +83,16 @@ class ServerState:
     start_time: float = field(default_factory=time.time)
     services: list[str] = field(default_factory=list)
     port: int = 0
+    http_port: int = 0  # 0: no HTTP listener
 
     @property
     def instance_id(self) -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _add_servicer(server: grpc.aio.Server, name: str, servicer: Any | None) -> None:
+def _add_servicer(
+    server: grpc.aio.Server | RegisteredMethods, name: str, servicer: Any | None
+) -> None:
     module = importlib.import_module(CONTRACT_SERVICES[name])
     short = name.rsplit(".", 1)[1]
     if servicer is None:
@@ -99,6 +108,7 @@ class AgentplaneServer:
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.state: ServerState | None = None
+        self.http: HttpListener | None = None
         self._cleanups: list[Callable[[], Any]] = []
 
     async def start(self) -> int:
@@ -117,7 +127,8 @@ class AgentplaneServer:
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if settings.otel_traces:
             interceptors.append(_otel_interceptor(self._cleanups))
-        interceptors.append(CallInterceptor(authenticator, RequestValidator(), settings.access_log))
+        calls = CallInterceptor(authenticator, RequestValidator(), settings.access_log)
+        interceptors.append(calls)
 
         server = self.server = grpc.aio.server(
             interceptors=interceptors,
@@ -149,10 +160,11 @@ class AgentplaneServer:
             "agentplane.feedback.v1.FeedbackService": await build_feedback_service(state),
             "agentplane.trace.v1.TraceService": build_trace_service(state),
         }
+        methods = RegisteredMethods(server)  # what the HTTP listener serves too
         for name in CONTRACT_SERVICES:
-            _add_servicer(server, name, servicers.get(name))
-        add_otlp_trace_service(server, servicers["agentplane.trace.v1.TraceService"])
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            _add_servicer(methods, name, servicers.get(name))
+        add_otlp_trace_service(methods, servicers["agentplane.trace.v1.TraceService"])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, methods)
         state.services = [*CONTRACT_SERVICES, OTLP_TRACE_SERVICE, health.SERVICE_NAME]
         enable_reflection(server, state.services)
 
@@ -165,6 +177,10 @@ class AgentplaneServer:
             raise OSError(f"could not bind {settings.listen}")
         state.port = port
         await server.start()
+        if settings.http_listen:
+            endpoints = await http_endpoints(methods, state.services, calls)
+            self.http = HttpListener(build_app(endpoints, settings), settings)
+            state.http_port = await self.http.start()
         for name in CONTRACT_SERVICES:
             serving = name not in NOT_SERVING
             await self.health.set(
@@ -176,7 +192,16 @@ class AgentplaneServer:
         await self.health.set(OTLP_TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         state.housekeeping.start()
-        log.info("serving", extra={"listen": settings.listen, "port": port, "pid": os.getpid()})
+        log.info(
+            "serving",
+            extra={
+                "listen": settings.listen,
+                "port": port,
+                "http_listen": settings.http_listen,
+                "http_port": state.http_port,
+                "pid": os.getpid(),
+            },
+        )
         return port
 
     async def stop(self, grace: float | None = None) -> None:
@@ -187,7 +212,9 @@ class AgentplaneServer:
         log.info("shutting down", extra={"grace_seconds": grace})
         await self.health.enter_graceful_shutdown()
         self.state.shutdown.set()  # watch streams return, so clients can resume elsewhere
-        await self.server.stop(grace)
+        await asyncio.gather(
+            self.server.stop(grace), self.http.stop(grace) if self.http else asyncio.sleep(0)
+        )
         for hook in self.state.stop_hooks:
             await hook()
         await self.state.housekeeping.stop()

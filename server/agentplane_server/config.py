@@ -14,6 +14,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTPLANE_", extra="ignore")
 
     listen: str = Field("127.0.0.1:50051", description="gRPC address (host:port; port 0 picks one)")
+    http_listen: str = Field(
+        "127.0.0.1:8080",
+        description="HTTP address for the Connect protocol and gRPC-Web (host:port; port 0 "
+        "picks one; empty: no HTTP listener)",
+    )
+    http_cors_origins: str = Field(
+        "",
+        description="comma-separated browser origins allowed to call the HTTP listener "
+        "(e.g. https://console.example.com); empty: none",
+    )
     data_dir: Path = Field(Path(".agentplane"), description="SQLite file and bootstrap admin key")
     database_url: str | None = Field(
         None,
@@ -108,6 +118,10 @@ class Settings(BaseSettings):
         description="seconds between runs of the retention job (per-project retention of "
         "sessions, traces and feedback)",
     )
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.http_cors_origins.split(",") if o.strip()]
 
     @property
     def resolved_database_url(self) -> str:
