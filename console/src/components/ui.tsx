@@ -60,7 +60,7 @@ export function ScrollMore<T>({ pager }: { pager: Pager<T> }) {
         pager.items.length === 0 ? (
           <span class="muted">Nothing matches.</span>
         ) : (
-          <span class="muted">{pager.items.length} shown, end of list.</span>
+          <span class="muted">End of list.</span>
         )
       ) : (
         <button type="button" class="link" onClick={pager.loadMore}>

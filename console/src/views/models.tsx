@@ -9,12 +9,17 @@ import { useInterval, useLoad } from "../hooks";
 
 export function Models() {
   const client = useClient();
-  const models = useLoad(() => client.inference.listModels({ pageSize: 100 }).toArray(1000), [client]);
+  // One retry only: while Triton is down the answer is UNAVAILABLE, and the page should say so.
+  const models = useLoad(
+    () => client.inference.listModels({ pageSize: 100 }, { retry: { maxAttempts: 2 } }).toArray(1000),
+    [client],
+  );
   useInterval(models.reload, 10_000);
   return (
     <div>
       <h1>Models</h1>
       <ErrorBox error={models.error} />
+      {models.loading && !models.data && !models.error && <p class="muted">Loading…</p>}
       {models.data && models.data.length === 0 && <Empty>No models.</Empty>}
       <table class="list" data-testid="models">
         <thead>

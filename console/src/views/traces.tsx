@@ -179,16 +179,16 @@ function Waterfall({ spans }: { spans: tracepb.Span[] }) {
                       </dd>
                     </>
                   )}
-                  {span.usage && (
+                  {span.usage && (span.usage.inputTokens || span.usage.outputTokens || span.usage.costMicros) ? (
                     <>
                       <dt>Usage</dt>
                       <dd>
                         {tokens(span.usage)} · {cost(span.usage)}
                       </dd>
                     </>
-                  )}
+                  ) : null}
                 </dl>
-                <h3>GenAI attributes</h3>
+                {gen.length > 0 && <h3>GenAI attributes</h3>}
                 <table class="list attrs">
                   <tbody>
                     {gen.map(([key, value]) => (
