@@ -52,7 +52,7 @@ console: $(CONSOLE_DIST) ## Build the web console into console/dist (served at /
 
 setup: $(PY_SETUP) $(NPM_SETUP) $(CONSOLE_DIST) ## Create .venv, install the server, SDKs and tools, build the console
 
-serve: $(PY_SETUP) ## Start the server on 127.0.0.1:50051 (SQLite in ./.agentplane)
+serve: $(PY_SETUP) $(CONSOLE_DIST) ## Start the server: gRPC 127.0.0.1:50051, console http://127.0.0.1:8080/
 	$(VENV)/bin/agentplane serve
 
 # torch is installed on its own as exactly `torch==2.13.0`: that resolves to the local CPU
