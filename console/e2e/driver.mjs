@@ -254,9 +254,9 @@ const scenarios = {
     return { pages, storage };
   },
 
-  /** Everything the pages requested and logged so far (credential checks). */
+  /** Everything the pages requested and logged since the last audit (credential checks). */
   async audit() {
-    return { requests, consoleLines };
+    return { requests: requests.splice(0), consoleLines: consoleLines.splice(0) };
   },
 };
 

@@ -1,5 +1,6 @@
 /** Feedback across agents: filters, and per-agent summaries per day or week drawn as charts. */
 
+import { useMemo } from "preact/hooks";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { feedback as feedbackpb } from "@agentplane/sdk";
 
@@ -29,8 +30,9 @@ function summaryRange(query: Record<string, string>, week: boolean): { start: Da
 function Summary({ query }: { query: Record<string, string> }) {
   const client = useClient();
   const week = query.window === "week";
+  // Fixed per filter, so the chart's span does not move on every render.
+  const { start, end } = useMemo(() => summaryRange(query, week), [JSON.stringify(query)]);
   const summary = useLoad(async () => {
-    const { start, end } = summaryRange(query, week);
     return client.feedback.summarizeFeedback({
       timeRange: { startTime: timestampFromDate(start), endTime: timestampFromDate(end) },
       window: week ? feedbackpb.Window.WEEK : feedbackpb.Window.DAY,
@@ -56,6 +58,7 @@ function Summary({ query }: { query: Record<string, string> }) {
                 testId="summary-chart"
                 bars
                 height={180}
+                xRange={[start.getTime() / 1000 - (week ? 7 : 1) * 43_200, end.getTime() / 1000]}
                 data={[
                   buckets.map((b) => millis(b.windowStartTime) / 1000),
                   buckets.map((b) => Number(b.upCount)),

@@ -114,7 +114,7 @@ function ApprovalCard({ approval, onResolved }: { approval: governancepb.Approva
 export function Approvals() {
   const client = useClient();
   const [query] = useQueryFilters();
-  const state = query.state === undefined ? ApprovalState.PENDING : enumValue(ApprovalState, query.state);
+  const state = query.state ? enumValue(ApprovalState, query.state) : ApprovalState.PENDING;
   const [version, setVersion] = useState(0);
   const pager = usePages(
     async (pageToken) => {
@@ -147,7 +147,8 @@ export function Approvals() {
             name: "state",
             label: "State",
             type: "select",
-            options: [["pending", "pending"], ["", "any"], ...enumOptions(ApprovalState).slice(1).filter(([v]) => v !== "pending")],
+            // The queue: pending unless another state (or any) is asked for.
+            options: [["", "pending"], ["any", "any"], ...enumOptions(ApprovalState).slice(1).filter(([v]) => v !== "pending")],
           },
           { name: "agent", label: "Agent" },
           { name: "policy", label: "Policy" },
