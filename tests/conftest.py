@@ -51,3 +51,21 @@ def make_server(backend: str, postgres: Postgres):  # type: ignore[no-untyped-de
     yield make
     for process in started:
         process.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect, on PostgreSQL, the parameters a module lists in SQLITE_ONLY_PARAMS
+    ({"fixture": (values...)}): matrices whose other axes run in full on SQLite."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        sqlite_only = getattr(getattr(item, "module", None), "SQLITE_ONLY_PARAMS", {})
+        if params.get("backend") == "postgres" and any(
+            params.get(name) in values for name, values in sqlite_only.items()
+        ):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -1,9 +1,14 @@
 """The shared conformance scenarios (tests/conformance/*.yaml) through Python, against real servers.
 
 The TypeScript SDK runs the same files (sdk-typescript-gen/test/conformance.test.ts), so a
-behaviour difference between the languages fails CI. Two drivers here:
+behaviour difference between the languages fails CI. The drivers here:
 - ``grpc``: the generated stubs over grpcio, JSON through json_format: the wire as it is;
-- ``sdk``: the Python SDK (``agentplane.Client``): its sub-clients, iterators and typed errors.
+- ``sdk``: the Python SDK (``agentplane.Client``): its sub-clients, iterators and typed errors;
+- ``connect-json``, ``connect-proto``, ``grpc-web``: the HTTP listener, through connectrpc's
+  client (Connect with JSON, Connect with binary Protobuf, gRPC-Web binary).
+CI time is short, so the full transport matrix runs on SQLite and a slice of it (``grpc``, ``sdk``,
+``connect-json``) on PostgreSQL: the transports translate only, so what differs between the
+backends is storage, which the slice exercises (SQLITE_ONLY_PARAMS, read by conftest.py).
 A scenario whose ``requires`` lists a service that answers UNIMPLEMENTED is skipped (reported),
 never passed. The format and the matching rules are in tests/conformance/README.md; ``match``
 below and ``match`` in sdk-typescript-gen/test/conformance.ts must stay alike.
@@ -24,7 +29,13 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from google.protobuf import json_format, message_factory
+from connectrpc.client import ConnectClientSync
+from connectrpc.code import Code as ConnectCode
+from connectrpc.compat import google_protobuf_binary_codec, google_protobuf_json_codec
+from connectrpc.errors import ConnectError
+from connectrpc.method import IdempotencyLevel, MethodInfo, StreamType
+from connectrpc.protocol import ProtocolType
+from google.protobuf import any_pb2, json_format, message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
@@ -364,34 +375,118 @@ class GrpcDriver:
 
     @staticmethod
     def _failure(error: grpc.RpcError) -> Failure:
-        code = error.code().name  # type: ignore[attr-defined]
-        found: dict[str, Any] = {
-            "code": code,
-            "reason": "",
-            "domain": "",
-            "message": error.details() or "",  # type: ignore[attr-defined]
-            "metadata": {},
-            "fieldViolations": [],
-            "requestId": "",
-        }
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
-        for packed in status.details if status is not None else ():
-            if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                packed.Unpack(info)
-                found.update(reason=info.reason, domain=info.domain, metadata=dict(info.metadata))
-            elif packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                packed.Unpack(bad)
-                found["fieldViolations"] = [
-                    {"field": v.field, "description": v.description, "reason": v.reason}
-                    for v in bad.field_violations
-                ]
-            elif packed.Is(error_details_pb2.RequestInfo.DESCRIPTOR):
-                info = error_details_pb2.RequestInfo()
-                packed.Unpack(info)
-                found["requestId"] = info.request_id
-        return Failure(code, found)
+        return _failure(
+            error.code().name,  # type: ignore[attr-defined]
+            error.details() or "",  # type: ignore[attr-defined]
+            status.details if status is not None else (),
+        )
+
+
+def _failure(code: str, message: str, details: Any) -> Failure:
+    """An error with its google.rpc details (Any messages) as the scenarios see it."""
+    found: dict[str, Any] = {
+        "code": code,
+        "reason": "",
+        "domain": "",
+        "message": message,
+        "metadata": {},
+        "fieldViolations": [],
+        "requestId": "",
+    }
+    for packed in details:
+        if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            packed.Unpack(info)
+            found.update(reason=info.reason, domain=info.domain, metadata=dict(info.metadata))
+        elif packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            packed.Unpack(bad)
+            found["fieldViolations"] = [
+                {"field": v.field, "description": v.description, "reason": v.reason}
+                for v in bad.field_violations
+            ]
+        elif packed.Is(error_details_pb2.RequestInfo.DESCRIPTOR):
+            info = error_details_pb2.RequestInfo()
+            packed.Unpack(info)
+            found["requestId"] = info.request_id
+    return Failure(code, found)
+
+
+class ConnectDriver:
+    """The HTTP listener through connectrpc's client: Connect (JSON or binary) or gRPC-Web."""
+
+    PROTOCOLS = {
+        "connect-json": (ProtocolType.CONNECT, google_protobuf_json_codec),
+        "connect-proto": (ProtocolType.CONNECT, google_protobuf_binary_codec),
+        "grpc-web": (ProtocolType.GRPC_WEB, google_protobuf_binary_codec),
+    }
+
+    def __init__(self, server: ServerProcess, name: str) -> None:
+        self.name = name
+        self.server = server
+        protocol, codec = self.PROTOCOLS[name]
+        self.client = ConnectClientSync(
+            server.http_url, protocol=protocol, codec=codec(), send_compression=None
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def invoke(
+        self, step: dict[str, Any], request: Any, api_key: str | None, project: str | None
+    ) -> Any:
+        service, method = _resolve(step["call"])
+        request_class = _message_class(method.input_type)
+        info = MethodInfo(
+            name=method.name,
+            service_name=service.full_name,
+            input=request_class,
+            output=_message_class(method.output_type),
+            idempotency_level=IdempotencyLevel.UNKNOWN,
+            stream_type=StreamType.SERVER_STREAM if method.server_streaming else StreamType.UNARY,
+        )
+        message = json_format.ParseDict(request, request_class())
+        headers: dict[str, str] = {}
+        key = self.server.admin_key if api_key is None else api_key
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        if project:
+            headers["x-agentplane-project"] = project
+        timeout_ms = step.get("timeoutMs", 10_000)
+        mode = step.get("mode", "unary")
+        call = {"method": info, "headers": headers, "timeout_ms": timeout_ms}
+        try:
+            if mode == "stream":
+                responses = []
+                stream = self.client.execute_server_stream(request=message, **call)
+                try:
+                    for response in stream:
+                        responses.append(_to_json(response))
+                        if len(responses) >= step.get("take", 1):
+                            break
+                finally:
+                    getattr(stream, "close", lambda: None)()
+                return {"responses": responses}
+            if mode == "pages":
+                field = _items_field(method)
+                items = []
+                while True:
+                    page = self.client.execute_unary(request=message, **call)
+                    items.extend(_to_json(item) for item in getattr(page, field))
+                    if not page.next_page_token:
+                        return {"items": items}
+                    message.page_token = page.next_page_token
+            return _to_json(self.client.execute_unary(request=message, **call))
+        except ConnectError as error:
+            details = []
+            for detail in error.details:
+                packed = any_pb2.Any(
+                    type_url=f"type.googleapis.com/{detail.type_name}", value=detail.message_bytes
+                )
+                details.append(packed)
+            code = "CANCELLED" if error.code is ConnectCode.CANCELED else error.code.name
+            return _failure(code, error.message, details)
 
 
 def _snake(name: str) -> str:
@@ -531,9 +626,19 @@ def run_scenario(scenario: dict[str, Any], driver: Any, admin_key: str) -> None:
             variables[name] = lookup(result, path)
 
 
-@pytest.fixture(scope="module", params=["grpc", "sdk"])
+# conftest.py deselects these on PostgreSQL (see the module docstring).
+SQLITE_ONLY_PARAMS = {"driver": ("connect-proto", "grpc-web")}
+
+
+@pytest.fixture(scope="module", params=["grpc", "sdk", "connect-json", "connect-proto", "grpc-web"])
 def driver(request: pytest.FixtureRequest, server: ServerProcess) -> Iterator[Any]:
-    made = GrpcDriver(server) if request.param == "grpc" else SdkDriver(server)
+    made: Any
+    if request.param == "grpc":
+        made = GrpcDriver(server)
+    elif request.param == "sdk":
+        made = SdkDriver(server)
+    else:
+        made = ConnectDriver(server, request.param)
     yield made
     made.close()
 

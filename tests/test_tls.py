@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import http.client
 import ipaddress
 import json
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -528,3 +530,54 @@ def test_from_settings(tmp_path: Path, pki: PKI) -> None:
     path.write_text("{not json")
     with pytest.raises(ClientPrincipalsError, match="not valid JSON"):
         ClientCertificates.from_settings(settings)
+
+
+# --- the HTTP listener (Connect) with the same certificate flags ----------------------------
+
+
+def _https_server_info(
+    server: ServerProcess, pki: PKI, client: Issued | None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    context = ssl.create_default_context(cafile=str(pki.ca.path))
+    if client is not None:
+        context.load_cert_chain(str(client.cert_path), str(client.key_path))
+    connection = http.client.HTTPSConnection(server.http_address, timeout=10, context=context)
+    try:
+        connection.request(
+            "POST",
+            "/agentplane.admin.v1.AdminService/GetServerInfo",
+            body=b"{}",
+            headers={"content-type": "application/json", **(headers or {})},
+        )
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_http_listener_serves_tls_and_maps_client_certificates(tls, pki: PKI) -> None:  # type: ignore[no-untyped-def]
+    server = tls(mtls=True, principals=PRINCIPALS)
+    assert server.http_url.startswith("https://")
+    # A mapped client certificate is the credential over HTTP too, through the same pipeline.
+    status, info = _https_server_info(server, pki, pki.billing)
+    assert status == 200, info
+    assert info["principal"]["role"] == "ROLE_AGENT"
+    assert info["principal"]["agentId"] == "billing"
+    assert info["principal"]["subject"] == "cert:CN=billing-agent"
+    # An unmapped certificate gets through the handshake and still needs an API key.
+    status, error = _https_server_info(server, pki, pki.probe)
+    assert status == 401 and error["code"] == "unauthenticated"
+    status, info = _https_server_info(
+        server, pki, pki.probe, {"authorization": f"Bearer {server.admin_key}"}
+    )
+    assert status == 200 and info["principal"]["role"] == "ROLE_ADMIN"
+    # No client certificate, or one from another CA: refused at the TLS layer, before any call.
+    for client in (None, pki.stranger):
+        with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+            _https_server_info(server, pki, client, {"authorization": f"Bearer {server.admin_key}"})
+    # Plaintext HTTP to the TLS listener gets no answer.
+    plain = http.client.HTTPConnection(server.http_address, timeout=10)
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        plain.request("POST", "/agentplane.admin.v1.AdminService/GetServerInfo", body=b"{}")
+        plain.getresponse().read()
+    plain.close()

@@ -1,6 +1,9 @@
 /**
- * createAgentplaneClient: one HTTP/2 connection speaking gRPC (connect-es v2's Node gRPC
- * transport), one typed client per service.
+ * createAgentplaneClient: one typed client per service, over one of three transports:
+ * - "grpc" (default): native gRPC on one HTTP/2 connection to the gRPC listener (connect-node);
+ * - "connect" or "grpc-web": the Connect protocol (JSON, or binary Protobuf) or gRPC-Web over
+ *   HTTP/1.1 to the server's HTTP listener (default port 8080), with connect-node in Node and
+ *   with fetch (connect-web) in browsers (`runtime: "web"`; import "@agentplane/sdk/web").
  *
  * Layers, as in the Python SDK: the generated protobuf-es descriptors (src/gen) -> connect-es
  * clients made from them (`client.<service>.raw`) -> the call layer here, which adds a deadline
@@ -16,7 +19,16 @@ import {
   type Interceptor,
   type Transport,
 } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import {
+  createConnectTransport as createNodeConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport as createNodeGrpcWebTransport,
+  Http2SessionManager,
+} from "@connectrpc/connect-node";
+import {
+  createConnectTransport as createWebConnectTransport,
+  createGrpcWebTransport as createWebGrpcWebTransport,
+} from "@connectrpc/connect-web";
 import {
   clone,
   create,
@@ -31,7 +43,6 @@ import {
   type MessageShape,
 } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
-import { randomUUID } from "node:crypto";
 
 import {
   DEFAULT_TIMEOUT_MS,
@@ -170,8 +181,20 @@ export interface AgentplaneClientOptions {
   headers?: Record<string, string>;
   /** connect-es interceptors, run on every call (outermost first). */
   interceptors?: Interceptor[];
-  /** Environment to read AGENTPLANE_* from (default process.env). */
+  /** Environment to read AGENTPLANE_* from (default process.env; none in browsers). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * "grpc" (default): native gRPC to the gRPC listener (url "host:50051"). "connect" or
+   * "grpc-web": the server's HTTP listener (url "http://host:8080"), over HTTP/1.1.
+   */
+  protocol?: "grpc" | "connect" | "grpc-web";
+  /** Connect only: binary Protobuf bodies instead of JSON (default false: JSON). */
+  binaryFormat?: boolean;
+  /**
+   * "node" (Node's http modules, connect-node) or "web" (fetch, connect-web: browsers, and
+   * Node too). Default: "node" in Node, "web" elsewhere. "web" needs protocol connect or grpc-web.
+   */
+  runtime?: "node" | "web";
   /**
    * A connect-es transport to use instead of the gRPC transport made from url and tls, e.g.
    * createRouterTransport() in tests. It is used as it is: apiKey, project, headers and
@@ -189,6 +212,9 @@ export interface AgentplaneCallOptions extends CallOptions {
 interface ResolvedOptions {
   target: ResolvedTarget | undefined;
   transport: Transport | undefined;
+  protocol: "grpc" | "connect" | "grpc-web";
+  binaryFormat: boolean;
+  runtime: "node" | "web";
   apiKey: string | undefined;
   project: string | undefined;
   timeoutMs: number;
@@ -198,7 +224,15 @@ interface ResolvedOptions {
 }
 
 function resolveOptions(options: AgentplaneClientOptions): ResolvedOptions {
-  const env = options.env ?? process.env;
+  const inNode = typeof process !== "undefined" && process.versions?.node !== undefined;
+  const env = options.env ?? (inNode ? process.env : {});
+  const protocol = options.protocol ?? "grpc";
+  const runtime = options.runtime ?? (inNode ? "node" : "web");
+  if (runtime === "web" && protocol === "grpc" && options.transport === undefined) {
+    throw new Error(
+      'native gRPC needs HTTP/2 trailers, which fetch cannot read: use protocol "connect" or "grpc-web" with the HTTP listener',
+    );
+  }
   const url = options.url ?? env[ENV_URL];
   if (!url && options.transport === undefined) {
     throw new Error(
@@ -210,6 +244,9 @@ function resolveOptions(options: AgentplaneClientOptions): ResolvedOptions {
   return {
     target: url ? parseTarget(url, tls) : undefined,
     transport: options.transport,
+    protocol,
+    binaryFormat: options.binaryFormat ?? false,
+    runtime,
     apiKey: options.apiKey ?? (env[ENV_API_KEY] || undefined),
     project: options.project ?? (env[ENV_PROJECT] || undefined),
     timeoutMs: options.timeoutMs ?? envTimeout ?? DEFAULT_TIMEOUT_MS,
@@ -343,7 +380,7 @@ class CallLayer {
     }
     // Never change the caller's message: it may be reused for another call.
     if (!owned) request = clone(method.input, request) as MessageShape<I>;
-    (request as unknown as { requestId: string }).requestId = randomUUID().replaceAll("-", "");
+    (request as unknown as { requestId: string }).requestId = globalThis.crypto.randomUUID().replaceAll("-", "");
     return [request, policy];
   }
 
@@ -457,7 +494,7 @@ function makeServiceClient<S extends DescService>(
 export type AgentplaneClient = {
   readonly [K in ServiceName]: ServiceClient<(typeof SERVICES)[K]>;
 } & {
-  /** The connect-es transport (gRPC over HTTP/2) every service client uses. */
+  /** The connect-es transport every service client uses. */
   readonly transport: Transport;
   /** "host:port" of the server. */
   readonly target: string;
@@ -495,13 +532,7 @@ function buildClient(
   sessions: Http2SessionManager | undefined,
 ): AgentplaneClient {
   const interceptors = [authInterceptor(options), ...options.interceptors];
-  const transport =
-    options.transport ??
-    createGrpcTransport({
-      baseUrl: options.target!.baseUrl,
-      sessionManager: sessions,
-      interceptors,
-    });
+  const transport = options.transport ?? makeTransport(options, sessions, interceptors);
   const layer = new CallLayer(options);
   const client: Record<string, unknown> = {
     transport,
@@ -543,6 +574,29 @@ function buildClient(
   return typed;
 }
 
+function makeTransport(
+  options: ResolvedOptions,
+  sessions: Http2SessionManager | undefined,
+  interceptors: Interceptor[],
+): Transport {
+  const baseUrl = options.target!.baseUrl;
+  const useBinaryFormat = options.binaryFormat;
+  if (options.runtime === "web") {
+    return options.protocol === "connect"
+      ? createWebConnectTransport({ baseUrl, interceptors, useBinaryFormat })
+      : createWebGrpcWebTransport({ baseUrl, interceptors });
+  }
+  if (options.protocol === "grpc") {
+    return createGrpcTransport({ baseUrl, sessionManager: sessions, interceptors });
+  }
+  // The HTTP listener speaks HTTP/1.1.
+  const nodeOptions = { ...nodeTlsOptions(options.target!.tls) };
+  const common = { baseUrl, interceptors, httpVersion: "1.1" as const, nodeOptions };
+  return options.protocol === "connect"
+    ? createNodeConnectTransport({ ...common, useBinaryFormat })
+    : createNodeGrpcWebTransport({ ...common, useBinaryFormat: true });
+}
+
 function nodeTlsOptions(tls: TlsOptions | undefined) {
   if (tls === undefined) return {};
   return {
@@ -563,7 +617,7 @@ function nodeTlsOptions(tls: TlsOptions | undefined) {
 export function createAgentplaneClient(options: AgentplaneClientOptions = {}): AgentplaneClient {
   const resolved = resolveOptions(options);
   const sessions =
-    resolved.transport === undefined
+    resolved.transport === undefined && resolved.protocol === "grpc"
       ? new Http2SessionManager(resolved.target!.baseUrl, {}, nodeTlsOptions(resolved.target!.tls))
       : undefined;
   return buildClient(resolved, sessions);

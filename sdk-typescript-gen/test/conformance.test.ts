@@ -10,7 +10,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 
 import { createRouterTransport } from "@connectrpc/connect";
-import { createAgentplaneClient, session } from "@agentplane/sdk";
+import { createAgentplaneClient, session, type AgentplaneClientOptions } from "@agentplane/sdk";
 
 import { loadScenarios, match, runScenario, type Scenario } from "./conformance.js";
 import { REPO_ROOT, TestServer } from "./server.js";
@@ -41,10 +41,26 @@ describe("conformance", () => {
     assert.deepStrictEqual(JSON.parse(JSON.stringify(scenarios)), JSON.parse(dumped));
   });
 
-  for (const scenario of scenarios) {
-    test(scenario.name, async (t) => {
-      const outcome = await runScenario(scenario, server.client(), server.adminKey);
-      if (outcome.status === "skipped") t.skip(outcome.reason);
+  // Every scenario over every transport of the SDK: native gRPC to the gRPC listener, and the
+  // Connect protocol (JSON, binary) and gRPC-Web to the HTTP listener, from Node's http modules
+  // and from fetch (connect-web, as in browsers).
+  const transports: [string, AgentplaneClientOptions][] = [
+    ["grpc", {}],
+    ["connect-json", { protocol: "connect" }],
+    ["connect-binary", { protocol: "connect", binaryFormat: true }],
+    ["grpc-web", { protocol: "grpc-web" }],
+    ["connect-json over fetch", { protocol: "connect", runtime: "web" }],
+  ];
+  for (const [name, options] of transports) {
+    describe(name, () => {
+      for (const scenario of scenarios) {
+        test(scenario.name, async (t) => {
+          const url = options.protocol ? server.httpUrl : server.url;
+          const client = server.client({ ...options, url });
+          const outcome = await runScenario(scenario, client, server.adminKey);
+          if (outcome.status === "skipped") t.skip(outcome.reason);
+        });
+      }
     });
   }
 });

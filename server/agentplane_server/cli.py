@@ -102,8 +102,8 @@ def serve(settings: Settings) -> int:
     # multiprocess mode lets this parent serve the metrics of all of them.
     multiprocess_dir = tempfile.mkdtemp(prefix="agentplane-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiprocess_dir
-    if settings.listen.endswith(":0"):
-        raise SystemExit("--workers > 1 needs a fixed port in --listen")
+    if settings.listen.endswith(":0") or settings.http_listen.endswith(":0"):
+        raise SystemExit("--workers > 1 needs fixed ports in --listen and --http-listen")
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(target=_worker_main, args=(settings.model_dump_json(),), daemon=False)

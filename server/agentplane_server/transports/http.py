@@ -75,6 +75,7 @@ CORS_EXPOSE_HEADERS = [
     "trailer-x-request-id",
 ]
 
+log = logging.getLogger(__name__)
 _scope_var: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("http_scope")
 
 # grpc.StatusCode -> Connect code (the same canonical codes; gRPC spells one CANCELLED).
@@ -173,7 +174,17 @@ def _endpoint(method: MethodDescriptor, handler: grpc.RpcMethodHandler) -> Any:
 
         async def unary(request: Message, ctx: RequestContext) -> Any:
             context = HttpServicerContext(ctx)
-            return await behavior(request.SerializeToString() if as_bytes else request, context)
+            try:
+                response = await behavior(
+                    request.SerializeToString() if as_bytes else request, context
+                )
+            except (ConnectError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # a handler outside the pipeline (health): as grpcio does
+                raise context.unhandled(exc) from None
+            if response is None:
+                raise context.unhandled(None)
+            return response
 
         return Endpoint.unary(info, unary)
 
@@ -184,8 +195,13 @@ def _endpoint(method: MethodDescriptor, handler: grpc.RpcMethodHandler) -> Any:
         responses = behavior(request.SerializeToString() if as_bytes else request, context)
         if inspect.isawaitable(responses):  # written with context.write (grpc_health's Watch)
             responses = context.written(responses)
-        async for response in responses:
-            yield response
+        try:
+            async for response in responses:
+                yield response
+        except (ConnectError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise context.unhandled(exc) from None
 
     return Endpoint.server_stream(info, server_stream)
 
@@ -198,12 +214,29 @@ _END = object()
 class HttpServicerContext:
     """What the pipeline and the servicers use of grpc.aio.ServicerContext, for an HTTP call."""
 
-    __slots__ = ("_ctx", "_queue", "_scope")
+    __slots__ = ("_code", "_ctx", "_details", "_queue", "_scope")
 
     def __init__(self, ctx: RequestContext) -> None:
         self._ctx = ctx
         self._scope = _scope_var.get({})
         self._queue: asyncio.Queue | None = None
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def unhandled(self, exc: BaseException | None) -> ConnectError:
+        """What grpcio answers for a handler that raised (or returned nothing) outside the
+        pipeline: the code it set, else UNKNOWN. Pipeline handlers never get here: their
+        errors are mapped in interceptors/pipeline.py and arrive as ConnectErrors."""
+        if exc is not None and self._code is None:
+            log.error("unhandled error in %s", self._ctx.method.name, exc_info=exc)
+        code = self._code or grpc.StatusCode.UNKNOWN
+        return connect_error(code, self._details or "unexpected error in the method handler")
 
     def invocation_metadata(self) -> tuple[_Metadatum, ...]:
         return tuple(_Metadatum(k, v) for k, v in self._ctx.request_headers.allitems())
