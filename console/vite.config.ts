@@ -1,22 +1,17 @@
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "vite";
 
-const sdkSource = fileURLToPath(new URL("../sdk-typescript-gen/src/index.ts", import.meta.url));
-const nodeShims = fileURLToPath(new URL("./src/sdk-node-shims.ts", import.meta.url));
+// The SDK's browser entry (no Node modules), from its sources, so the console always speaks the
+// contract of this checkout. The SDK's package.json "browser" field drops its Node-only imports.
+const sdkSource = fileURLToPath(new URL("../sdk-typescript-gen/src/web.ts", import.meta.url));
 
-// The console bundles the TypeScript SDK from its sources, so it always speaks the contract of
-// this checkout. The SDK's runtime libraries are resolved from the console's own node_modules
-// (dedupe) so the bundle holds one copy of protobuf-es and connect-es.
+// The SDK's runtime libraries are resolved from the console's own node_modules (dedupe), so the
+// bundle holds one copy of protobuf-es and connect-es.
 export default defineConfig({
   base: "/",
   resolve: {
-    alias: [
-      { find: /^@agentplane\/sdk$/, replacement: sdkSource },
-      // The SDK's Node-only modules, which the console never calls (it brings its own
-      // connect-web transport): see src/sdk-node-shims.ts.
-      { find: /^(node:crypto|node:fs|node:async_hooks|@connectrpc\/connect-node)$/, replacement: nodeShims },
-    ],
-    dedupe: ["@bufbuild/protobuf", "@connectrpc/connect"],
+    alias: [{ find: /^@agentplane\/sdk$/, replacement: sdkSource }],
+    dedupe: ["@bufbuild/protobuf", "@connectrpc/connect", "@connectrpc/connect-web"],
   },
   oxc: {
     jsx: { runtime: "automatic", importSource: "preact" },

@@ -12,7 +12,6 @@ import {
   type AgentplaneClient,
 } from "@agentplane/sdk";
 import type { Interceptor } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-web";
 
 export type { AgentplaneClient };
 
@@ -28,10 +27,14 @@ export interface ClientHooks {
   onUnauthenticated?: (error: ConnectError) => void;
 }
 
+/** The origin that served the page, with its port spelled out (the SDK's URLs need one). */
+function ownOrigin(): string {
+  const { protocol, hostname, port } = window.location;
+  return `${protocol}//${hostname}:${port || (protocol === "https:" ? "443" : "80")}`;
+}
+
 export function makeClient(credential: Credential, hooks: ClientHooks = {}): AgentplaneClient {
-  const authorize: Interceptor = (next) => async (request) => {
-    request.header.set("authorization", `Bearer ${credential.token}`);
-    if (credential.project) request.header.set("x-agentplane-project", credential.project);
+  const onUnauthenticated: Interceptor = (next) => async (request) => {
     try {
       return await next(request);
     } catch (error) {
@@ -41,14 +44,17 @@ export function makeClient(credential: Credential, hooks: ClientHooks = {}): Age
       throw error;
     }
   };
-  const transport = createConnectTransport({
+  return createAgentplaneClient({
     // Same origin only: the page's own server, never a configurable address.
-    baseUrl: window.location.origin,
-    useBinaryFormat: true,
-    interceptors: [authorize],
-    fetch: (input, init) => globalThis.fetch(input, { ...init, credentials: "omit", referrerPolicy: "no-referrer" }),
+    url: ownOrigin(),
+    protocol: "connect",
+    runtime: "web",
+    binaryFormat: true,
+    apiKey: credential.token,
+    project: credential.project || undefined,
+    interceptors: [onUnauthenticated],
+    timeoutMs: 15_000,
   });
-  return createAgentplaneClient({ transport, env: {}, timeoutMs: 15_000 });
 }
 
 /** A sentence for a person, from anything a call threw. */
