@@ -469,6 +469,36 @@ def _at(when: datetime) -> Any:
     return stamp
 
 
+def test_long_lists_page_as_you_scroll(browser: Browser, sqlite_fleet: Fleet) -> None:
+    fleet, server = sqlite_fleet, sqlite_fleet.server
+    agent_id = uid("busy")
+    agent = fleet.agent(agent_id)
+    for i in range(57):
+        agent.feedback.create_feedback(
+            rating=feedback_pb2.RATING_THUMBS_UP, agent_id=agent_id, comment=f"#{i}"
+        )
+    seen = browser.run(
+        "scrollFeedback", server, token=fleet.reader_key, agentId=agent_id, expected=57
+    )
+    assert seen == {"first": 50, "all": 57}  # pages of 50: the second came on scrolling
+
+
+def test_admin_chooses_a_project(browser: Browser, sqlite_fleet: Fleet) -> None:
+    fleet, server = sqlite_fleet, sqlite_fleet.server
+    project_id = uid("team")
+    fleet.admin.admin.create_project(project_id=project_id, display_name="Team")
+    other = fleet.admin.with_options(project=project_id)
+    session_id = other.sessions.create_session(title="in the other project").session.session_id
+    seen = browser.run(
+        "adminProject", server, token=server.admin_key, projectId=project_id, sessionId=session_id
+    )
+    assert seen["role"] == "admin"
+    assert seen["rows"] == 1  # only the chosen project's sessions (x-agentplane-project)
+    assert seen["chosen"] == project_id  # kept across a reload, in this tab's session storage
+    assert seen["storage"]["local"] == {}
+    assert_no_credential_leaked(browser, server, fleet.secrets(), [seen["storage"]])
+
+
 def test_every_page_renders(browser: Browser, sqlite_fleet: Fleet) -> None:
     """The remaining pages (agents live, an agent's trust history, the decision log, policies,
     models) render without an error, for the screenshots."""

@@ -228,6 +228,39 @@ const scenarios = {
     return { rows, charts, url, screenshot };
   },
 
+  /** A long list, opened by a filtered link: one page first, the next as the end scrolls in. */
+  async scrollFeedback({ token, agentId, expected }) {
+    const { context, page } = await newPage();
+    await signIn(page, token, `/feedback?agent=${encodeURIComponent(agentId)}`);
+    await page.getByTestId("feedback-row").first().waitFor();
+    await page.getByText(/Load more|End of list/).waitFor();
+    const first = await page.getByTestId("feedback-row").count();
+    await page.locator(".more").last().scrollIntoViewIfNeeded();
+    await page.getByTestId("feedback-row").nth(expected - 1).waitFor();
+    await page.getByText("End of list.").last().waitFor();
+    const all = await page.getByTestId("feedback-row").count();
+    await context.close();
+    return { first, all };
+  },
+
+  /** An admin picks another project: the views show that project's records (and keep it). */
+  async adminProject({ token, projectId, sessionId }) {
+    const { context, page } = await newPage();
+    await signIn(page, token, "/sessions");
+    const role = await page.getByTestId("role").textContent();
+    await page.getByTestId("project").locator(`option[value="${projectId}"]`).waitFor({ state: "attached" });
+    await page.getByTestId("project").selectOption(projectId);
+    await page.getByRole("link", { name: sessionId }).waitFor();
+    const rows = await page.getByTestId("sessions").locator("tbody tr").count();
+    await page.reload();
+    await page.getByRole("link", { name: sessionId }).waitFor();
+    const chosen = await page.getByTestId("project").inputValue();
+    const screenshot = await shot(page, "admin-project");
+    const storage = await storageOf(page);
+    await context.close();
+    return { role, rows, chosen, storage, screenshot };
+  },
+
   /** Every other page, for the screenshots: they must render without an error box. */
   async tour({ token, agentId }) {
     const { context, page } = await newPage();
