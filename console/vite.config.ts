@@ -13,6 +13,13 @@ export default defineConfig({
     alias: [{ find: /^@agentplane\/sdk$/, replacement: sdkSource }],
     dedupe: ["@bufbuild/protobuf", "@connectrpc/connect", "@connectrpc/connect-web"],
   },
+  // `npm run dev`: the page from Vite (hot reload), the calls to a running server's HTTP
+  // listener, so they stay on the page's origin as in production.
+  server: {
+    proxy: {
+      "^/[A-Za-z_]\\w*(\\.\\w+)+/\\w+$": process.env.AGENTPLANE_HTTP_URL ?? "http://127.0.0.1:8080",
+    },
+  },
   oxc: {
     jsx: { runtime: "automatic", importSource: "preact" },
   },

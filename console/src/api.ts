@@ -66,7 +66,7 @@ export function describeError(error: unknown): string {
       case Code.PermissionDenied:
         return `Your role may not do this (${error.rawMessage || "permission denied"}).`;
       case Code.Unavailable:
-        return `The server is unavailable: ${error.rawMessage || "try again shortly"}.`;
+        return `Unavailable for now (try again shortly): ${error.rawMessage}`;
       case Code.NotFound:
         return `Not found: ${error.rawMessage}`;
       default: {
@@ -79,10 +79,4 @@ export function describeError(error: unknown): string {
   }
   if (error instanceof TypeError) return `Could not reach the server at ${window.location.origin}.`;
   return error instanceof Error ? error.message : String(error);
-}
-
-export function isUnauthenticated(error: unknown): boolean {
-  return (
-    (error instanceof RpcError || error instanceof ConnectError) && error.code === Code.Unauthenticated
-  );
 }

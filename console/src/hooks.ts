@@ -37,7 +37,6 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): Loaded<T> {
     return () => {
       current = false;
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [...deps, tick]);
   return { data, error, loading, reload: useCallback(() => setTick((t) => t + 1), []) };
 }
@@ -65,7 +64,9 @@ export function usePages<Item>(
   const [loading, setLoading] = useState(false);
   const [done, setDone] = useState(false);
   const [generation, setGeneration] = useState(0);
-  const state = useRef({ token: "", busy: false, generation: 0, done: false });
+  // replace: the next page answered is a first page, which replaces the items shown (kept
+  // until then, so a refresh or a new filter does not blank the list).
+  const state = useRef({ token: "", busy: false, generation: 0, done: false, replace: true });
 
   const loadMore = useCallback(() => {
     const s = state.current;
@@ -79,7 +80,9 @@ export function usePages<Item>(
         s.busy = false;
         s.token = page.nextPageToken;
         s.done = !page.nextPageToken;
-        setItems((previous) => [...previous, ...page.items]);
+        const replace = s.replace;
+        s.replace = false;
+        setItems((previous) => (replace ? page.items : [...previous, ...page.items]));
         setDone(s.done);
         setError("");
         setLoading(false);
@@ -91,16 +94,19 @@ export function usePages<Item>(
         setLoading(false);
       },
     );
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [...deps, generation]);
 
   useEffect(() => {
-    state.current = { token: "", busy: false, generation: state.current.generation + 1, done: false };
-    setItems([]);
+    state.current = {
+      token: "",
+      busy: false,
+      generation: state.current.generation + 1,
+      done: false,
+      replace: true,
+    };
     setDone(false);
     setError("");
     loadMore();
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [loadMore]);
 
   const reset = useCallback(() => setGeneration((g) => g + 1), []);
@@ -157,7 +163,6 @@ export function useStream<T>(
       if (timer) clearTimeout(timer);
       setConnected(false);
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [...deps, enabled, reopen]);
   return { connected, error };
 }
