@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 from serverproc import ROOT, Postgres, ServerProcess
+from test_jwt import AUDIENCE, ISSUER, jwk, mint, rsa_key
 
 import agentplane
 from agentplane import Governor, governed
@@ -164,13 +165,24 @@ class Fleet:
         return [self.server.admin_key, self.reader_key, self.reviewer_key]
 
 
-def start_server(database_url: str | None) -> ServerProcess:
-    return ServerProcess(database_url)
+def start_server(database_url: str | None, *extra_args: str) -> ServerProcess:
+    return ServerProcess(database_url, extra_args=extra_args)
 
 
 @pytest.fixture(scope="module")
-def sqlite_server() -> Iterator[ServerProcess]:
-    process = start_server(None)
+def jwt_signing_key() -> Any:
+    """An identity provider's signing key; the SQLite server trusts its JWKS."""
+    return rsa_key()
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(
+    jwt_signing_key: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    jwks = tmp_path_factory.mktemp("jwks") / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk(jwt_signing_key, "console")]}))
+    args = ("--jwt-key-file", str(jwks), "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE)
+    process = start_server(None, *args)
     yield process
     process.stop()
 
@@ -290,6 +302,34 @@ def test_wrong_key_shows_a_clear_message(browser: Browser, sqlite_fleet: Fleet) 
     time.sleep(1.5)
     seen = browser.run("badCredential", server, token=expired)
     assert "wrong, revoked or expired" in seen["error"]
+
+
+def test_sign_in_with_a_jwt(browser: Browser, sqlite_fleet: Fleet, jwt_signing_key: Any) -> None:
+    server = sqlite_fleet.server
+    token = mint(
+        jwt_signing_key,
+        "console",
+        sub="ana@example.com",
+        role="reader",
+        project_id="default",
+        agent_id=None,
+    )
+    seen = browser.run("whoami", server, token=token)
+    assert seen["role"] == "reader"
+    assert "ana@example.com" in seen["whoami"]
+    assert "Read only" in seen["whoami"]
+    assert seen["storage"]["local"] == {}
+    expired = mint(
+        jwt_signing_key,
+        "console",
+        role="reader",
+        project_id="default",
+        agent_id=None,
+        exp=int(time.time()) - 3600,
+    )
+    refused = browser.run("badCredential", server, token=expired)
+    assert "wrong, revoked or expired" in refused["error"]
+    assert_no_credential_leaked(browser, server, [token, expired], [seen["storage"]])
 
 
 def test_reviewer_approves_a_waiting_governed_call(browser: Browser, sqlite_fleet: Fleet) -> None:

@@ -90,6 +90,18 @@ const scenarios = {
     return { error, storage, screenshot };
   },
 
+  /** Signs in on the home page: the role and identity the header shows. */
+  async whoami({ token }) {
+    const { context, page } = await newPage();
+    await signIn(page, token, "/");
+    await page.waitForURL(/\/sessions$/);
+    const role = await page.getByTestId("role").textContent();
+    const whoami = await page.getByTestId("whoami").textContent();
+    const storage = await storageOf(page);
+    await context.close();
+    return { role, whoami, storage };
+  },
+
   /** A session's timeline and cost per agent, opened by its deep link. */
   async session({ token, sessionId, liveContent }) {
     const { context, page } = await newPage();
