@@ -262,6 +262,8 @@ def test_reader_follows_a_session_across_two_agents(
         ],
     )
 
+    fork = router.sessions.fork_session(session_id=session_id, at_sequence=2).session
+
     def append_live(_event: dict) -> None:
         billing.sessions.append_messages(
             session_id=session_id,
@@ -284,6 +286,7 @@ def test_reader_follows_a_session_across_two_agents(
         (billing_id, "I refunded the second charge."),
     ]
     assert seen["liveAgent"] == billing_id  # appended while the page was open, no reload
+    assert fork.session_id in seen["forks"]
     costs = {row["agent"]: row["cost"] for row in seen["costs"]}
     assert costs == {router_id: "$0.001500", billing_id: "$0.042000"}
     assert_no_credential_leaked(browser, server, fleet.secrets(), [seen["storage"]])
@@ -540,21 +543,20 @@ def test_admin_chooses_a_project(browser: Browser, sqlite_fleet: Fleet) -> None:
 
 
 def test_every_page_renders(browser: Browser, sqlite_fleet: Fleet) -> None:
-    """The remaining pages (agents live, an agent's trust history, the decision log, policies,
-    models) render without an error, for the screenshots."""
+    """The remaining pages render without an error, for the screenshots: the agents (live: one
+    registered while the page is open appears), an agent's trust history, the decision log,
+    policies and models."""
     fleet, server = sqlite_fleet, sqlite_fleet.server
     agent_id = uid("helpdesk")
     agent = fleet.agent(agent_id)
-    agent.registry.register_agent(
-        agent_id=agent_id,
-        card={
-            "name": "Helpdesk",
-            "version": "1.0.0",
-            "description": "Answers support questions",
-            "framework": "custom",
-            "skills": [{"id": "answer", "name": "Answer", "tags": ["support"]}],
-        },
-    )
+    card = {
+        "name": "Helpdesk",
+        "version": "1.0.0",
+        "description": "Answers support questions",
+        "framework": "custom",
+        "skills": [{"id": "answer", "name": "Answer", "tags": ["support"]}],
+    }
+    agent.registry.register_agent(agent_id=agent_id, card=card)
     for outcome in ("EXECUTION_OUTCOME_SUCCESS", "EXECUTION_OUTCOME_FAILURE"):
         agent.governance.report_execution(agent_id=agent_id, action="tool:lookup", outcome=outcome)
     fleet.admin.governance.create_policy(
@@ -567,7 +569,20 @@ def test_every_page_renders(browser: Browser, sqlite_fleet: Fleet) -> None:
         }
     )
     agent.governance.check_permission(agent_id=agent_id, action="tool:lookup", context={"hour": 22})
-    seen = browser.run("tour", server, token=fleet.reviewer_key, agentId=agent_id)
+    late_id = uid("latecomer")
+    late = fleet.agent(late_id)
+
+    def register_late(_event: dict) -> None:
+        late.registry.register_agent(agent_id=late_id, card={**card, "name": "Latecomer"})
+
+    seen = browser.run(
+        "tour",
+        server,
+        token=fleet.reviewer_key,
+        agentId=agent_id,
+        lateAgentId=late_id,
+        on_event=register_late,
+    )
     for name, page in seen["pages"].items():
         errors = page["errors"]
         if name == "models":  # no Triton in this test: the page says the service is unavailable

@@ -125,6 +125,7 @@ const scenarios = {
     const live = page.getByTestId("message").nth(storedMessages);
     await live.filter({ hasText: liveContent }).waitFor();
     const liveAgent = await live.getByTestId("message-agent").textContent();
+    const forks = await page.getByTestId("forks").textContent();
     await page.getByTestId("usage-by-agent").locator("tr[data-agent]").first().waitFor();
     const screenshot = await shot(page, "session");
     const list = await (async () => {
@@ -134,7 +135,7 @@ const scenarios = {
     })();
     const storage = await storageOf(page);
     await context.close();
-    return { role, messages, costs, liveAgent, storage, screenshots: [screenshot, list] };
+    return { role, messages, costs, liveAgent, forks, storage, screenshots: [screenshot, list] };
   },
 
   /** A reviewer resolves the pending approval of `agentId` from the queue. */
@@ -274,7 +275,7 @@ const scenarios = {
   },
 
   /** Every other page, for the screenshots: they must render without an error box. */
-  async tour({ token, agentId }) {
+  async tour({ token, agentId, lateAgentId }) {
     const { context, page } = await newPage();
     await signIn(page, token, "/agents");
     const pages = {};
@@ -287,6 +288,9 @@ const scenarios = {
     };
     await visit("agents", "/agents", "agents");
     await page.locator(`[data-testid="agents"] tr[data-agent="${agentId}"]`).waitFor();
+    // The caller registers another agent now: it must appear without a reload (WatchAgents).
+    process.stdout.write(`${JSON.stringify({ event: "agents-open" })}\n`);
+    await page.locator(`[data-testid="agents"] tr[data-agent="${lateAgentId}"]`).waitFor();
     pages.agents.screenshot = await shot(page, "agents");
     await visit("agent", `/agents/${encodeURIComponent(agentId)}`, "trust-events");
     await visit("decisions", "/governance/decisions", "decisions");
