@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serverproc import ROOT, Postgres, ServerProcess
+from serverproc import AGENTPLANE, ROOT, Postgres, ServerProcess
 from test_jwt import AUDIENCE, ISSUER, jwk, mint, rsa_key
 
 import agentplane
@@ -623,3 +623,14 @@ def test_console_files_and_deep_links(sqlite_server: ServerProcess) -> None:
         assert get(path)[0] == 404, path
     assert get("/sessions", method="POST")[0] == 404
     assert shutil.which("node")
+
+
+def test_a_console_dir_without_a_build_is_refused_at_start(tmp_path: Path) -> None:
+    args = ["--data-dir", str(tmp_path), "--console-dir", str(tmp_path / "nothing-built")]
+    ports = ["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", ""]
+    result = subprocess.run(
+        [str(AGENTPLANE), "serve", *args, *ports], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "holds no index.html (build it: make console)" in result.stderr
+    assert "Traceback" not in result.stderr

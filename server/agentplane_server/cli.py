@@ -79,11 +79,13 @@ def check_settings(settings: Settings) -> None:
     from agentplane_server.app import _server_credentials
     from agentplane_server.auth.jwt import JwtVerifier
     from agentplane_server.auth.mtls import ClientCertificates
+    from agentplane_server.transports.console import console_directory
 
     try:
         _server_credentials(settings)
         JwtVerifier.from_settings(settings)
         ClientCertificates.from_settings(settings)
+        console_directory(settings)
     except (ValueError, OSError) as exc:
         raise SystemExit(f"agentplane serve: {exc}") from None
 
