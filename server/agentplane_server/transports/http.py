@@ -19,6 +19,7 @@ never reach the pipeline, as on the gRPC listener, where grpcio rejects them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -381,9 +382,7 @@ class _Server(uvicorn.Server):
     """uvicorn inside the Agentplane process: the process owns the signals (app.py drains
     both listeners on SIGTERM), so uvicorn must not take them over."""
 
-    def capture_signals(self):  # type: ignore[no-untyped-def,override]
-        import contextlib
-
+    def capture_signals(self) -> contextlib.nullcontext:  # type: ignore[override]
         return contextlib.nullcontext()
 
 
