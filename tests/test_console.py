@@ -559,7 +559,7 @@ def test_every_page_renders(browser: Browser, sqlite_fleet: Fleet) -> None:
     agent.registry.register_agent(agent_id=agent_id, card=card)
     for outcome in ("EXECUTION_OUTCOME_SUCCESS", "EXECUTION_OUTCOME_FAILURE"):
         agent.governance.report_execution(agent_id=agent_id, action="tool:lookup", outcome=outcome)
-    fleet.admin.governance.create_policy(
+    policy = fleet.admin.governance.create_policy(
         policy={
             "name": "lookups in business hours",
             "effect": "POLICY_EFFECT_DENY",
@@ -567,7 +567,7 @@ def test_every_page_renders(browser: Browser, sqlite_fleet: Fleet) -> None:
             "actions": ["tool:lookup"],
             "condition": "context.hour < 8 || context.hour > 18",
         }
-    )
+    ).policy
     agent.governance.check_permission(agent_id=agent_id, action="tool:lookup", context={"hour": 22})
     late_id = uid("latecomer")
     late = fleet.agent(late_id)
@@ -581,8 +581,11 @@ def test_every_page_renders(browser: Browser, sqlite_fleet: Fleet) -> None:
         token=fleet.reviewer_key,
         agentId=agent_id,
         lateAgentId=late_id,
+        disablePolicyId=policy.policy_id,
         on_event=register_late,
     )
+    updated = fleet.admin.governance.get_policy(policy_id=policy.policy_id).policy
+    assert updated.HasField("enabled") and not updated.enabled  # turned off from the page
     for name, page in seen["pages"].items():
         errors = page["errors"]
         if name == "models":  # no Triton in this test: the page says the service is unavailable

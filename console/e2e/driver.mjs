@@ -275,7 +275,7 @@ const scenarios = {
   },
 
   /** Every other page, for the screenshots: they must render without an error box. */
-  async tour({ token, agentId, lateAgentId }) {
+  async tour({ token, agentId, lateAgentId, disablePolicyId }) {
     const { context, page } = await newPage();
     await signIn(page, token, "/agents");
     const pages = {};
@@ -297,6 +297,10 @@ const scenarios = {
     await visit("policies", "/governance/policies", "policies");
     await page.getByTestId("cel").first().waitFor();
     pages.policies.screenshot = await shot(page, "policies");
+    // A project admin may turn a policy off (UpdatePolicy with its etag).
+    const policy = page.locator(`[data-policy="${disablePolicyId}"]`);
+    await policy.getByRole("button", { name: "Disable" }).click();
+    await policy.getByText("disabled", { exact: true }).waitFor();
     await visit("models", "/models", "models");
     const storage = await storageOf(page);
     await context.close();
