@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serverproc import AGENTPLANE, ROOT, Postgres, ServerProcess
+from serverproc import AGENTPLANE, ROOT, Postgres, ServerProcess, free_port
 from test_jwt import AUDIENCE, ISSUER, jwk, mint, rsa_key
 
 import agentplane
@@ -166,7 +166,9 @@ class Fleet:
 
 
 def start_server(database_url: str | None, *extra_args: str) -> ServerProcess:
-    return ServerProcess(database_url, extra_args=extra_args)
+    # An unused Triton address: the models page shows the inference service unavailable.
+    triton = ("--triton-url", f"127.0.0.1:{free_port()}")
+    return ServerProcess(database_url, extra_args=(*triton, *extra_args))
 
 
 @pytest.fixture(scope="module")
