@@ -16,6 +16,12 @@ TRITON_PY := $(TRITON_VENV)/bin/python
 TRITON_SETUP := $(TRITON_VENV)/.setup-stamp
 TINY_LM := triton-models/generate/1/tiny-lm
 NPM_SETUP := $(TS)/node_modules/.setup-stamp
+CONSOLE := console
+CONSOLE_NPM := $(CONSOLE)/node_modules/.setup-stamp
+# The built console; its index.html is rewritten by every build, so it doubles as the stamp.
+CONSOLE_DIST := $(CONSOLE)/dist/index.html
+CONSOLE_SOURCES = $(shell find $(CONSOLE)/src $(TS)/src -type f) \
+	$(addprefix $(CONSOLE)/,index.html vite.config.ts tsconfig.json)
 PYTEST_ARGS ?=
 # Container images (deploy/*.Dockerfile); any Docker-compatible engine.
 CONTAINER_ENGINE ?= docker
@@ -25,7 +31,7 @@ OVERLAYS := $(wildcard deploy/kubernetes/overlays/*)
 # error details; see sdk-typescript-gen/buf.gen.google-rpc.yaml).
 GOOGLEAPIS = $(shell $(PY) -c 'import google.rpc, pathlib; print(pathlib.Path(google.rpc.__path__[0]).parents[1])')
 
-.PHONY: help setup serve triton-env triton test gen check-gen image images deploy-check lint format breaking baseline bench clean
+.PHONY: help setup console serve triton-env triton test gen check-gen image images deploy-check lint format breaking baseline bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,9 +45,18 @@ $(NPM_SETUP): $(TS)/package.json $(TS)/package-lock.json
 	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(PY_SETUP) $(NPM_SETUP) ## Create .venv and install the server, SDKs and tools
+$(CONSOLE_NPM): $(CONSOLE)/package.json $(CONSOLE)/package-lock.json
+	cd $(CONSOLE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
-serve: $(PY_SETUP) ## Start the server on 127.0.0.1:50051 (SQLite in ./.agentplane)
+$(CONSOLE_DIST): $(CONSOLE_NPM) $(CONSOLE_SOURCES)
+	cd $(CONSOLE) && npm run --silent build
+
+console: $(CONSOLE_DIST) ## Build the web console into console/dist (served at / by the HTTP listener)
+
+setup: $(PY_SETUP) $(NPM_SETUP) $(CONSOLE_DIST) ## Create .venv, install the server, SDKs and tools, build the console
+
+serve: $(PY_SETUP) $(CONSOLE_DIST) ## Start the server: gRPC 127.0.0.1:50051, console http://127.0.0.1:8080/
 	$(VENV)/bin/agentplane serve
 
 # torch is installed on its own as exactly `torch==2.13.0`: that resolves to the local CPU

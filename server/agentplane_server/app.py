@@ -40,6 +40,7 @@ from agentplane_server.trace.servicer import (
     add_otlp_trace_service,
     build_trace_service,
 )
+from agentplane_server.transports.console import console_app
 from agentplane_server.transports.http import (
     HttpListener,
     RegisteredMethods,
@@ -181,7 +182,8 @@ class AgentplaneServer:
         await server.start()
         if settings.http_listen:
             endpoints = await http_endpoints(methods, state.services, calls)
-            self.http = HttpListener(build_app(endpoints, settings), settings)
+            app = build_app(endpoints, settings, fallback=console_app(settings))
+            self.http = HttpListener(app, settings)
             state.http_port = await self.http.start()
         for name in CONTRACT_SERVICES:
             serving = name not in NOT_SERVING

@@ -94,6 +94,7 @@ def check_settings(settings: Settings) -> None:
     from agentplane_server.auth.jwt import JwtVerifier
     from agentplane_server.auth.mtls import ClientCertificates
     from agentplane_server.signing import configured_keys
+    from agentplane_server.transports.console import console_directory
 
     try:
         if settings.bootstrap_admin_key:
@@ -102,6 +103,7 @@ def check_settings(settings: Settings) -> None:
         JwtVerifier.from_settings(settings)
         ClientCertificates.from_settings(settings)
         configured_keys(settings)
+        console_directory(settings)
     except (ValueError, OSError) as exc:
         raise SystemExit(f"agentplane serve: {exc}") from None
     for flag, address in (

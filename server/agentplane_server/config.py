@@ -24,6 +24,11 @@ class Settings(BaseSettings):
         description="comma-separated browser origins allowed to call the HTTP listener "
         "(e.g. https://console.example.com); empty: none",
     )
+    console_dir: str = Field(
+        "",
+        description="built web console served at / on the HTTP listener (default: console/dist "
+        "of this checkout, when built; 'off': no console)",
+    )
     data_dir: Path = Field(Path(".agentplane"), description="SQLite file and bootstrap admin key")
     bootstrap_admin_key: Path | None = Field(
         None,
