@@ -25,15 +25,16 @@ from typing import NamedTuple
 
 from agentplane.decision import (
     Outcome,
+    OutcomeTuple,
     Rule,
     RuleIndex,
-    decide,
+    decide_candidates,
+    decide_tuple,
     glob_match,
 )
 from agentplane.governance.v1 import (
     decision_pb2,
     governance_service_pb2,
-    policy_pb2,
     trust_pb2,
 )
 
@@ -81,6 +82,7 @@ class PolicyState:
     index: RuleIndex = field(default_factory=lambda: RuleIndex(()))
     default_decision: int = DENY
     trust: trust_pb2.TrustScore | None = None
+    trust_score: float | None = None  # trust.score, read once per update
     trust_low: float = 0.0
     trust_high: float = float("inf")
     cache_ttl: float = 0.0
@@ -118,6 +120,7 @@ class PolicyState:
 
     def _set_trust(self, trust: trust_pb2.TrustScore | None) -> None:
         self.trust = trust
+        self.trust_score = trust.score if trust is not None else None
         self.trust_low, self.trust_high = trust_range(trust)
 
     def lost(self) -> None:
@@ -138,36 +141,40 @@ class PolicyState:
         """The shared rule's outcome from this state: every policy here selects the agent;
         conditions are unknown (UNDECIDABLE when one could decide), and so is a minimum trust
         inside the range the score may have decayed to."""
-        return decide(
+        return decide_candidates(
             self.index.selecting(action),
-            agent_id="",
-            labels=_NO_LABELS,
-            action=action,
-            resource=resource,
-            trust_score=self.trust_low,
-            trust_ceiling=self.trust_high,
-            default_decision=self.default_decision,
-            prefiltered=True,
+            action,
+            resource,
+            self.trust_low,
+            self.trust_high,
+            self.default_decision,
         )
 
-    def local(self, action: str, resource: str) -> Outcome | None:
-        """The outcome when it is ALLOW or DENY as CheckPermission would decide it, or None to
-        ask the server: when the rule cannot decide here, when the outcome is REQUIRE_APPROVAL
-        (the server opens the approval), and when a budget applies to an ALLOW (the server
-        charges it)."""
-        if not (self.connected or self.usable()):
+    def local(self, action: str, resource: str) -> OutcomeTuple | None:
+        """The outcome (as decide_tuple's) when it is ALLOW or DENY as CheckPermission would
+        decide it, or None to ask the server: when the rule cannot decide here, when the
+        outcome is REQUIRE_APPROVAL (the server opens the approval), and when a budget applies
+        to an ALLOW (the server charges it)."""
+        if not self.connected and not self.usable():
             return None
-        outcome = self.outcome(action, resource)
-        decision = outcome.decision
+        outcome = decide_tuple(
+            self.index.selecting(action),
+            action,
+            resource,
+            self.trust_low,
+            self.trust_high,
+            self.default_decision,
+        )
+        decision = outcome[0]
         if decision == DENY:
             return outcome
         if decision != ALLOW:
             return None  # UNDECIDABLE or REQUIRE_APPROVAL
-        for rule in outcome.matched:
-            if rule.budgets and rule.effect != policy_pb2.POLICY_EFFECT_DENY:
+        for rule in outcome[2]:  # matched
+            if rule.budgeted:
                 return None  # budgets are charged by the server
-        for rule in outcome.unknown:
-            if rule.budgets and rule.effect != policy_pb2.POLICY_EFFECT_DENY:
+        for rule in outcome[5]:  # unknown
+            if rule.budgeted:
                 return None
         return outcome
 
@@ -176,10 +183,10 @@ class PolicyState:
         outcome = self.local(action, resource)
         if outcome is None:
             return None
-        deciding = outcome.deciding
+        decision, deciding, matched, reasons, _, _ = outcome
         return LocalDecision(
-            outcome.decision,
-            tuple(outcome.reasons),
+            decision,
+            tuple(reasons),
             deciding.policy_id if deciding is not None else "",
-            tuple(r.policy_id for r in outcome.matched),
+            tuple(r.policy_id for r in matched),
         )

@@ -54,6 +54,8 @@ __all__ = [
     "RuleIndex",
     "compile_glob",
     "decide",
+    "decide_candidates",
+    "decide_tuple",
     "glob_match",
 ]
 
@@ -124,8 +126,10 @@ class Rule:
         "actions",
         "agent_ids",
         "agent_patterns",
+        "budgeted",
         "budgets",
         "condition",
+        "decision",
         "effect",
         "enabled",
         "has_condition",
@@ -138,6 +142,7 @@ class Rule:
         "priority",
         "resources",
         "sort_key",
+        "verdict",
         "version",
     )
 
@@ -167,7 +172,12 @@ class Rule:
         self.has_condition = bool(policy.condition)
         self.condition = condition
         self.budgets = tuple(policy.budgets)
+        # A budget the server charges when the policy matches an allowed request.
+        self.budgeted = bool(self.budgets) and self.effect != DENY
         self.sort_key = (-self.priority, EFFECT_RANK.get(self.effect, 3), self.policy_id, index)
+        # What deciding means, worked out once: the decision and its reason's first words.
+        self.decision = EFFECT_DECISION.get(self.effect, decision_pb2.DECISION_DENY)
+        self.verdict = f"policy {self.label} {EFFECT_VERB.get(self.effect, 'decides')} "
 
     def selects(self, agent_id: str, labels: Mapping[str, str]) -> bool:
         if (self.agent_ids or self.agent_patterns) and not (
@@ -272,16 +282,53 @@ def decide(
         return _explain(
             rules, agent_id, labels, action, resource, low, high, default_decision, condition
         )
+    if not prefiltered:
+        rules = [
+            r
+            for r in rules
+            if r.enabled and r.selects(agent_id, labels) and r.action_matches(action)
+        ]
+    return decide_candidates(rules, action, resource, low, high, default_decision, condition)
+
+
+def decide_candidates(
+    candidates: Iterable[Rule],
+    action: str,
+    resource: str,
+    trust_low: float,
+    trust_high: float,
+    default_decision: int,
+    condition: Callable[[Rule], ConditionResult] = _unknown_condition,
+) -> Outcome:
+    """``decide`` for rules already known to be enabled, to select the agent and to match the
+    action (positional arguments: the hot path of every decision)."""
+    decision, deciding, matched, reasons, undecided_by, unknown = decide_tuple(
+        candidates, action, resource, trust_low, trust_high, default_decision, condition
+    )
+    return Outcome(decision, deciding, matched, reasons, None, undecided_by, unknown)
+
+
+# decide_tuple's answer: (decision, deciding, matched, reasons, undecided_by, unknown), as in
+# Outcome.
+OutcomeTuple = tuple[int, "Rule | None", list[Rule], list[str], "Rule | None", list[Rule]]
+
+
+def decide_tuple(
+    candidates: Iterable[Rule],
+    action: str,
+    resource: str,
+    trust_low: float,
+    trust_high: float,
+    default_decision: int,
+    condition: Callable[[Rule], ConditionResult] = _unknown_condition,
+) -> OutcomeTuple:
+    """``decide_candidates`` as a tuple. SDK local decisions want a few microseconds, and on
+    that scale building an Outcome object costs as much as deciding; hence also the inlined
+    Rule methods below."""
     matched: list[Rule] = []
     unknown: list[Rule] = []
     reasons: list[str] = []
-    for rule in rules:
-        if not prefiltered and not (
-            rule.enabled and rule.selects(agent_id, labels) and rule.action_matches(action)
-        ):
-            continue
-        # Inlined Rule.resource_matches and Rule.trust_matches: this loop is the hot path of
-        # every decision (SDK local decisions aim at a few microseconds).
+    for rule in candidates:
         if rule.resources:
             for match in rule.resources:
                 if match(resource):
@@ -289,9 +336,9 @@ def decide(
             else:
                 continue
         minimum = rule.min_trust
-        if low >= minimum:
+        if trust_low >= minimum:
             trust_ok: bool | None = True
-        elif high < minimum:
+        elif trust_high < minimum:
             continue
         else:
             trust_ok = None
@@ -307,7 +354,11 @@ def decide(
             matched.append(rule)
     if len(matched) > 1:
         matched.sort(key=_sort_key)
-    return _conclude(matched, unknown, reasons, None, action, resource, default_decision)
+    if matched and not unknown and not reasons:  # the common case, without _conclude's call
+        deciding = matched[0]
+        where = f"{action} on {resource}" if resource else action
+        return deciding.decision, deciding, matched, [deciding.verdict + where], None, unknown
+    return _conclude(matched, unknown, reasons, action, resource, default_decision)
 
 
 def _explain(
@@ -345,18 +396,20 @@ def _explain(
             reasons.append(_condition_error_reason(rule, error))
     matched.sort(key=_sort_key)
     explanations.sort(key=lambda e: e.policy.sort_key)
-    return _conclude(matched, [], reasons, explanations, action, resource, default_decision)
+    decision, deciding, matched, reasons, _, _ = _conclude(
+        matched, [], reasons, action, resource, default_decision
+    )
+    return Outcome(decision, deciding, matched, reasons, explanations)
 
 
 def _conclude(
     matched: list[Rule],
     unknown: list[Rule],
     reasons: list[str],
-    explanations: list[Explanation] | None,
     action: str,
     resource: str,
     default_decision: int,
-) -> Outcome:
+) -> OutcomeTuple:
     """The outcome from the matching rules (in deciding order) and those whose match is
     unknown."""
     where = f"{action} on {resource}" if resource else action
@@ -368,9 +421,7 @@ def _conclude(
                 f"policy {first_unknown.label} may decide {where}, "
                 "but whether it matches cannot be known here",
             )
-            return Outcome(
-                UNDECIDABLE, None, matched, reasons, explanations, first_unknown, unknown
-            )
+            return UNDECIDABLE, None, matched, reasons, first_unknown, unknown
     if not matched:
         decision = default_decision or decision_pb2.DECISION_DENY
         reasons.insert(
@@ -378,12 +429,10 @@ def _conclude(
             f"no policy matches {where}; the project's default decision is "
             f"{DECISION_NAME[decision]}",
         )
-        return Outcome(decision, None, matched, reasons, explanations, None, unknown)
+        return decision, None, matched, reasons, None, unknown
     deciding = matched[0]
-    reasons.insert(0, f"policy {deciding.label} {EFFECT_VERB[deciding.effect]} {where}")
-    return Outcome(
-        EFFECT_DECISION[deciding.effect], deciding, matched, reasons, explanations, None, unknown
-    )
+    reasons.insert(0, deciding.verdict + where)
+    return deciding.decision, deciding, matched, reasons, None, unknown
 
 
 def _sort_key(rule: Rule) -> tuple:
