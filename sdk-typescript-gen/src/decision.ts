@@ -24,9 +24,7 @@
  */
 
 import { Decision as DecisionKind } from "./gen/agentplane/governance/v1/decision_pb.js";
-import type {
-  WatchPoliciesResponse,
-} from "./gen/agentplane/governance/v1/governance_service_pb.js";
+import type { WatchPoliciesResponse } from "./gen/agentplane/governance/v1/governance_service_pb.js";
 import { type Policy, PolicyEffect } from "./gen/agentplane/governance/v1/policy_pb.js";
 import type { TrustScore } from "./gen/agentplane/governance/v1/trust_pb.js";
 
@@ -259,7 +257,14 @@ export function decide(rules: Iterable<Rule>, request: DecideRequest): Outcome {
       reasons.unshift(
         `policy ${first.label} may decide ${where}, but whether it matches cannot be known here`,
       );
-      return { decision: UNDECIDABLE, deciding: undefined, matched, reasons, undecidedBy: first, unknown };
+      return {
+        decision: UNDECIDABLE,
+        deciding: undefined,
+        matched,
+        reasons,
+        undecidedBy: first,
+        unknown,
+      };
     }
   }
   if (matched.length === 0) {
@@ -333,7 +338,9 @@ export class RuleIndex {
  * toward the baseline. Unknown (no score yet): anything from 0 up. */
 export function trustRange(trust: TrustScore | undefined): [number, number] {
   if (trust === undefined) return [0, Infinity];
-  return trust.score <= trust.baseline ? [trust.score, trust.baseline] : [trust.baseline, trust.score];
+  return trust.score <= trust.baseline
+    ? [trust.score, trust.baseline]
+    : [trust.baseline, trust.score];
 }
 
 /** One agent's policy state, kept from a WatchPolicies stream (agentplane._policy.PolicyState). */

@@ -80,7 +80,10 @@ describe("the decision rule", () => {
   });
 
   test("priority, then DENY over REQUIRE_APPROVAL over ALLOW, then policy_id", () => {
-    const s = state([allow("a", { actions: ["tool:*"], priority: 5 }), deny("d", { actions: ["tool:x"] })]);
+    const s = state([
+      allow("a", { actions: ["tool:*"], priority: 5 }),
+      deny("d", { actions: ["tool:x"] }),
+    ]);
     assert.equal(s.local("tool:x", "")?.decision, Decision.ALLOW);
     const t = state([allow("a", { actions: ["tool:*"] }), deny("d", { actions: ["tool:x"] })]);
     const denied = t.local("tool:x", "")!;
@@ -101,8 +104,12 @@ describe("the decision rule", () => {
 
   test("selectors, labels and trust with a known score", () => {
     const rules = [
-      new Rule(create(PolicySchema, allow("by-label", { agents: { labels: { team: "billing" } } }))),
-      new Rule(create(PolicySchema, allow("by-glob", { agents: { agentIdPatterns: ["billing:*"] } }))),
+      new Rule(
+        create(PolicySchema, allow("by-label", { agents: { labels: { team: "billing" } } })),
+      ),
+      new Rule(
+        create(PolicySchema, allow("by-glob", { agents: { agentIdPatterns: ["billing:*"] } })),
+      ),
       new Rule(create(PolicySchema, deny("trusted", { minTrustScore: 0.8 }))),
       new Rule(create(PolicySchema, deny("off", { enabled: false }))),
     ];
@@ -120,15 +127,15 @@ describe("the decision rule", () => {
       ["by-glob", "by-label"],
     );
     assert.equal(decide(rules, { ...request, trustScore: 0.9 }).deciding?.policyId, "trusted");
-    assert.deepEqual(
-      decide(rules, { ...request, agentId: "ops:1", labels: {} }).matched,
-      [],
-    );
+    assert.deepEqual(decide(rules, { ...request, agentId: "ops:1", labels: {} }).matched, []);
     // The server's conditions, injected: an ALLOW whose condition fails does not match.
     const conditional = new Rule(create(PolicySchema, allow("c", { condition: "context.n > 1" })));
     const evaluated = decide([conditional], { ...request, condition: () => [false, ""] });
     assert.equal(evaluated.decision, Decision.DENY);
-    assert.equal(decide([conditional], { ...request, condition: () => [true, ""] }).decision, Decision.ALLOW);
+    assert.equal(
+      decide([conditional], { ...request, condition: () => [true, ""] }).decision,
+      Decision.ALLOW,
+    );
   });
 
   test("defers to the server when unsure", () => {
@@ -141,17 +148,27 @@ describe("the decision rule", () => {
       allow("c", { actions: ["pay"], condition: "x" }),
     ]);
     assert.equal(outranked.local("pay", "")?.decision, Decision.DENY);
-    assert.equal(state([{ policyId: "h", effect: PolicyEffect.REQUIRE_APPROVAL }]).local("pay", ""), undefined);
+    assert.equal(
+      state([{ policyId: "h", effect: PolicyEffect.REQUIRE_APPROVAL }]).local("pay", ""),
+      undefined,
+    );
     const budget = { limit: 5n, window: { seconds: 60n, nanos: 0 } };
     assert.equal(state([allow("b", { budgets: [budget] })]).local("pay", ""), undefined);
     assert.equal(state([], { default: Decision.REQUIRE_APPROVAL }).local("x", ""), undefined);
     // A minimum trust between the score and the baseline it decays toward: unsure.
-    assert.equal(state([allow("t", { minTrustScore: 0.6 })], { trust: 0.7, baseline: 0.5 }).local("x", ""), undefined);
     assert.equal(
-      state([allow("t", { minTrustScore: 0.6 })], { trust: 0.9, baseline: 0.7 }).local("x", "")?.decision,
+      state([allow("t", { minTrustScore: 0.6 })], { trust: 0.7, baseline: 0.5 }).local("x", ""),
+      undefined,
+    );
+    assert.equal(
+      state([allow("t", { minTrustScore: 0.6 })], { trust: 0.9, baseline: 0.7 }).local("x", "")
+        ?.decision,
       Decision.ALLOW,
     );
-    assert.equal(state([allow("t", { minTrustScore: 0.6 })], { trust: 0.4 }).local("x", "")?.decision, Decision.DENY);
+    assert.equal(
+      state([allow("t", { minTrustScore: 0.6 })], { trust: 0.4 }).local("x", "")?.decision,
+      Decision.DENY,
+    );
   });
 
   test("stream changes, and staleness after the stream is lost", () => {
@@ -170,11 +187,21 @@ describe("the decision rule", () => {
       }),
     );
     assert.equal(s.local("x", "")?.decision, Decision.ALLOW);
-    s.apply(message(2n, { case: "upsertedPolicy", value: create(PolicySchema, deny("d", { actions: ["x"] })) }));
+    s.apply(
+      message(2n, {
+        case: "upsertedPolicy",
+        value: create(PolicySchema, deny("d", { actions: ["x"] })),
+      }),
+    );
     assert.equal(s.local("x", "")?.decision, Decision.DENY);
     s.apply(message(3n, { case: "deletedPolicyId", value: "d" }));
     assert.equal(s.local("x", "")?.decision, Decision.ALLOW);
-    s.apply(message(4n, { case: "upsertedPolicy", value: create(PolicySchema, allow("a", { actions: ["x"], enabled: false })) }));
+    s.apply(
+      message(4n, {
+        case: "upsertedPolicy",
+        value: create(PolicySchema, allow("a", { actions: ["x"], enabled: false })),
+      }),
+    );
     assert.equal(s.local("x", "")?.decision, Decision.DENY);
     assert.equal(s.snapshotVersion, 4n);
     s.lost();
