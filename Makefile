@@ -140,6 +140,8 @@ baseline: image ## Record the current contract as the released baseline (on rele
 	cp $(IMAGE) $(BASELINE)
 
 bench: setup triton-env ## Run the benchmarks; each prints JSON figures beside its baseline
+	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	cd bench/cerbos && npm install --no-audit --no-fund  # not ci: npm locks one platform's optional binary only
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean: ## Remove build output (keeps .venv and data)

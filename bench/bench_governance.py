@@ -1,5 +1,6 @@
 """GovernanceService CheckPermission against a real `agentplane serve`, on SQLite and PostgreSQL,
-beside an echo gRPC server measured in the same run. Prints one JSON document.
+beside an echo gRPC server and the Cerbos policy decision point (bench/_cerbos.py, equivalent
+policies) measured in the same run. Prints one JSON document.
 
     .venv/bin/python bench/bench_governance.py            # full run (60 s backlog run per backend)
     .venv/bin/python bench/bench_governance.py --quick    # smoke run
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import grpc
 import psycopg
+from _cerbos import bench_cerbos
 from _common import (
     ECHO_METHOD,
     CpuMeter,
@@ -372,6 +374,8 @@ async def main() -> None:
     postgres = Postgres.find() if "postgres" in backends else None
     try:
         report["echo"] = await bench_echo(args, (("authorization", "Bearer x" * 4),))
+        team_of = lambda agent: agent.split(":")[0]  # noqa: E731 - agent_id() is "teamN:..."
+        report["cerbos"] = await bench_cerbos(args, policies(), requests(), team_of)
         report["governance_logic_in_process"] = await inprocess(2000 if args.quick else 20000)
         for backend in backends:
             url = postgres.create_database() if backend == "postgres" and postgres else None
@@ -382,6 +386,8 @@ async def main() -> None:
             postgres.close()
     echo_p50 = report["echo"]["latency"]["p50_us"]
     echo_rate = report["echo"]["throughput"]["calls_per_s"]
+    cerbos_p50 = report["cerbos"]["latency"]["p50_us"]
+    cerbos_rate = report["cerbos"]["throughput"]["calls_per_s"]
     report["ratios"] = {
         backend: {
             "check_p50_over_echo_p50": ratio(
@@ -390,9 +396,19 @@ async def main() -> None:
             "check_throughput_over_echo": ratio(
                 report[backend]["check"]["throughput"]["calls_per_s"], echo_rate
             ),
+            "check_p50_over_cerbos_p50": ratio(
+                report[backend]["check"]["latency"]["p50_us"], cerbos_p50
+            ),
+            "check_throughput_over_cerbos": ratio(
+                report[backend]["check"]["throughput"]["calls_per_s"], cerbos_rate
+            ),
             "targets": "p50 ratio <= 1.5, throughput ratio >= 0.6, backlog flat",
         }
         for backend in backends
+    }
+    report["ratios"]["cerbos"] = {
+        "cerbos_p50_over_echo_p50": ratio(cerbos_p50, echo_p50),
+        "cerbos_throughput_over_echo": ratio(cerbos_rate, echo_rate),
     }
     report["wall_s"] = round(time.monotonic() - began, 1)
     json.dump(report, sys.stdout, indent=2)

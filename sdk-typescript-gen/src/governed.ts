@@ -14,7 +14,13 @@
  * - Execution reports (ReportExecution) leave the caller's path: they are queued and sent in the
  *   background, each with a request_id so retries count once; flush() waits for the queue.
  *
- * Not here (Python SDK only for now): the WatchPolicies stream that decides locally.
+ * - With watch, a WatchPolicies stream keeps the agent's policies, and checks without context,
+ *   usage estimate or approval are decided locally (PolicyState in decision.ts, the shared
+ *   decision rule) whenever the answer is surely CheckPermission's: ALLOW or DENY with no
+ *   condition, uncertain trust or budget involved; otherwise the server is asked. The cache is
+ *   emptied whenever the stream reports a change.
+ * - Null mode (a Governor made with a null client, and the default governor when AGENTPLANE_URL
+ *   is not set): every check is ALLOW without a call, reports are dropped, validation accepts.
  */
 
 import { AsyncLocalStorage } from "node:async_hooks";
@@ -23,7 +29,8 @@ import { Code } from "@connectrpc/connect";
 
 import type { AgentplaneClient } from "./client.js";
 import { createAgentplaneClient } from "./client.js";
-import { ENV_AGENT_ID } from "./config.js";
+import { ENV_AGENT_ID, ENV_URL } from "./config.js";
+import { type Outcome, PolicyState } from "./decision.js";
 import {
   ActionDenied,
   ApprovalRequired,
@@ -40,6 +47,7 @@ import {
 } from "./gen/agentplane/governance/v1/decision_pb.js";
 import {
   ReportExecutionRequestSchema,
+  ValidateOutputResponseSchema,
   type CheckPermissionResponse,
   type ReportExecutionRequest,
   type ValidateOutputResponse,
@@ -52,8 +60,9 @@ export const DEFAULT_CHECK_TIMEOUT_MS = 2000;
 
 export type UsageInit = MessageInitShape<typeof UsageSchema>;
 
-/** Where a decision came from. */
-export type DecisionSource = "server" | "cache" | "fail_open";
+/** Where a decision came from: "local" is decided from the WatchPolicies state, "null" is null
+ * mode (no server configured). */
+export type DecisionSource = "server" | "cache" | "local" | "fail_open" | "null";
 
 /** A permission decision and where it came from. */
 export interface Decision {
@@ -95,6 +104,42 @@ function fromResponse(response: CheckPermissionResponse): Decision {
 }
 
 /** JSON with sorted keys, so equal contexts give equal cache keys (Python: sort_keys=True). */
+function fromLocal(outcome: Outcome, trustScore: number | undefined): Decision {
+  return {
+    decision: outcome.decision,
+    source: "local",
+    reasons: outcome.reasons,
+    decisionId: "",
+    decidingPolicyId: outcome.deciding?.policyId ?? "",
+    matchedPolicyIds: outcome.matched.map((r) => r.policyId),
+    approvalId: "",
+    cacheTtlMs: 0,
+    trustScore,
+    allowed: outcome.decision === DecisionKind.ALLOW,
+    name: decisionName(outcome.decision),
+  };
+}
+
+function nullDecision(): Decision {
+  return {
+    decision: DecisionKind.ALLOW,
+    source: "null",
+    reasons: ["null mode: no Agentplane server configured"],
+    decisionId: "",
+    decidingPolicyId: "",
+    matchedPolicyIds: [],
+    approvalId: "",
+    cacheTtlMs: 0,
+    trustScore: undefined,
+    allowed: true,
+    name: decisionName(DecisionKind.ALLOW),
+  };
+}
+
+/** The stream can report a change before every replica decides with it (the contract allows up
+ * to a second): server decisions made in that window are not cached. */
+const POLICY_PROPAGATION_MS = 1000;
+
 function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
@@ -161,6 +206,8 @@ export interface GovernorOptions {
   /** Wait this long for a REQUIRE_APPROVAL to be resolved instead of throwing at once. */
   waitForApprovalMs?: number;
   maxQueuedReports?: number;
+  /** Keep a WatchPolicies stream and decide locally when the answer is sure (default false). */
+  watch?: boolean;
 }
 
 export interface CheckOptions {
@@ -196,7 +243,10 @@ const FINAL_APPROVAL_STATES = new Set([
   ApprovalState.EXPIRED,
 ]);
 
-/** Permission checks, output validation and execution reports for one agent. */
+/**
+ * Permission checks, output validation and execution reports for one agent. A null client is
+ * null mode: checks allow without a call, nothing is sent.
+ */
 export class Governor {
   readonly agentId: string;
   readonly timeoutMs: number;
@@ -206,16 +256,27 @@ export class Governor {
   readonly waitForApprovalMs: number | undefined;
   readonly maxQueuedReports: number;
   readonly cache = new DecisionCache();
+  /** The WatchPolicies state that local decisions come from (see watch). */
+  readonly policyState = new PolicyState();
+  /** True in null mode. */
+  readonly isNull: boolean;
   reportsSent = 0;
   reportsFailed = 0;
   private readonly queue: ReportExecutionRequest[] = [];
   private inFlight = 0;
   private worker: Promise<void> | undefined;
+  private readonly nullLogged = new Set<string>();
+  private settleUntil = 0;
+  private watcher: Promise<void> | undefined;
+  private watchAbort: AbortController | undefined;
+  private watchReady: Promise<void> | undefined;
+  private markWatchReady: (() => void) | undefined;
 
   constructor(
-    readonly client: AgentplaneClient,
+    private readonly clientOrNull: AgentplaneClient | null,
     options: GovernorOptions = {},
   ) {
+    this.isNull = clientOrNull === null;
     this.agentId = options.agentId ?? "";
     this.timeoutMs = options.timeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS;
     this.failOpen = options.failOpen ?? false;
@@ -223,6 +284,77 @@ export class Governor {
     this.reportEnabled = options.report ?? true;
     this.waitForApprovalMs = options.waitForApprovalMs;
     this.maxQueuedReports = options.maxQueuedReports ?? 10_000;
+    if (options.watch && !this.isNull) void this.startWatch();
+  }
+
+  /** The client (throws in null mode, where there is none). */
+  get client(): AgentplaneClient {
+    if (this.clientOrNull === null) throw new Error("null mode: this Governor has no client");
+    return this.clientOrNull;
+  }
+
+  /**
+   * Keep a WatchPolicies stream (reconnecting with backoff) to decide locally; resolves true
+   * once the first snapshot arrived, or false when waitMs passed first (0: do not wait).
+   */
+  async startWatch(waitMs = 0): Promise<boolean> {
+    if (this.isNull) return false;
+    if (this.watcher === undefined) {
+      this.watchAbort = new AbortController();
+      this.watchReady = new Promise((resolve) => (this.markWatchReady = resolve));
+      this.watcher = this.watchLoop(this.watchAbort.signal);
+    }
+    if (this.policyState.haveSnapshot) return true;
+    if (waitMs <= 0) return false;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), waitMs);
+    });
+    try {
+      return await Promise.race([this.watchReady!.then(() => true), timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async watchLoop(signal: AbortSignal): Promise<void> {
+    let backoffMs = 200;
+    while (!signal.aborted) {
+      try {
+        for await (const message of this.client.governance.watchPolicies(
+          { agentId: this.agentId },
+          { signal, retry: false, timeoutMs: 0 },
+        )) {
+          this.policyState.apply(message);
+          this.cache.clear(); // a cached decision may no longer be what the server would say
+          this.settleUntil = performance.now() + POLICY_PROPAGATION_MS;
+          this.markWatchReady?.();
+          backoffMs = 200;
+        }
+      } catch (error) {
+        if (!signal.aborted) {
+          console.info(`agentplane: policy stream lost (${String(error)}); deciding remotely`);
+        }
+      } finally {
+        this.policyState.lost();
+      }
+      if (signal.aborted) return;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, backoffMs);
+        signal.addEventListener("abort", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      backoffMs = Math.min(backoffMs * 2, 5000);
+    }
+  }
+
+  /** Stop the WatchPolicies stream (close() does this too). */
+  async stopWatch(): Promise<void> {
+    this.watchAbort?.abort();
+    await this.watcher?.catch(() => undefined);
+    this.watcher = undefined;
   }
 
   /** The decision for an action (cached or from CheckPermission); never throws for DENY. */
@@ -230,12 +362,20 @@ export class Governor {
     action: string,
     options: CheckOptions & { failOpen?: boolean } = {},
   ): Promise<Decision> {
+    if (this.isNull) return this.nullDecision(action);
     const resource = options.resource ?? "";
     const key = cacheKey(action, resource, options.context);
     const cacheable = !options.approvalId && !options.usageEstimate;
     if (cacheable && this.cacheEnabled) {
       const cached = this.cache.get(key);
       if (cached !== undefined) return { ...cached, source: "cache" };
+    }
+    const hasContext = options.context !== undefined && Object.keys(options.context).length > 0;
+    if (cacheable && !hasContext && this.policyState.haveSnapshot) {
+      // Context never changes a local answer (a condition that could read it makes the rule
+      // undecidable here), but checks with context go to the server's decision log.
+      const local = this.policyState.local(action, resource);
+      if (local !== undefined) return fromLocal(local, this.policyState.trust?.score);
     }
     let response: CheckPermissionResponse;
     try {
@@ -257,7 +397,12 @@ export class Governor {
       throw error;
     }
     const decision = fromResponse(response);
-    if (cacheable && this.cacheEnabled && decision.cacheTtlMs > 0) {
+    if (
+      cacheable &&
+      this.cacheEnabled &&
+      decision.cacheTtlMs > 0 &&
+      performance.now() >= this.settleUntil
+    ) {
       this.cache.put(key, decision, decision.cacheTtlMs);
     }
     return decision;
@@ -306,6 +451,12 @@ export class Governor {
     content: string,
     options: ValidateOptions = {},
   ): Promise<ValidateOutputResponse> {
+    if (this.isNull) {
+      return create(ValidateOutputResponseSchema, {
+        verdict: Verdict.ACCEPT,
+        redactedContent: content,
+      });
+    }
     return this.client.governance.validateOutput(
       {
         agentId: this.agentId,
@@ -321,7 +472,7 @@ export class Governor {
 
   /** Queue a ReportExecution; it is sent in the background (see flush). */
   report(action: string, outcome: ExecutionOutcome, options: ReportOptions = {}): void {
-    if (!this.reportEnabled) return;
+    if (this.isNull || !this.reportEnabled) return;
     if (this.queue.length >= this.maxQueuedReports) {
       this.reportsFailed++;
       console.warn(`agentplane: report queue full, dropped the report for "${action}"`);
@@ -385,9 +536,10 @@ export class Governor {
     }
   }
 
-  /** Send the queued reports (up to timeoutMs). */
+  /** Send the queued reports (up to timeoutMs) and stop the policy stream. */
   async close(timeoutMs = 10_000): Promise<void> {
     await this.flush(timeoutMs);
+    await this.stopWatch();
   }
 
   /** governed(options, fn) bound to this governor. */
@@ -406,6 +558,14 @@ export class Governor {
   ): Promise<Awaited<R>> {
     const spec = typeof options === "string" ? { action: options } : options;
     return governed({ ...spec, governor: this }, () => body(currentCall()!))();
+  }
+
+  private nullDecision(action: string): Decision {
+    if (!this.nullLogged.has(action)) {
+      this.nullLogged.add(action);
+      console.info(`agentplane: null mode: "${action}" allowed without a permission check`);
+    }
+    return nullDecision();
   }
 
   private unreachable(action: string, error: RpcError, failOpen: boolean): Decision {
@@ -464,9 +624,12 @@ export function clearDefaultGovernor(governor: Governor): void {
   if (defaultGovernor === governor) defaultGovernor = undefined;
 }
 
-/** The default governor: the running Agent's, else one from AGENTPLANE_* (made once). */
+/**
+ * The default governor: the running Agent's, else one from AGENTPLANE_* (made once): null mode
+ * without AGENTPLANE_URL.
+ */
 export function getDefaultGovernor(): Governor {
-  defaultGovernor ??= new Governor(createAgentplaneClient(), {
+  defaultGovernor ??= new Governor(process.env[ENV_URL] ? createAgentplaneClient() : null, {
     agentId: process.env[ENV_AGENT_ID] ?? "",
   });
   return defaultGovernor;

@@ -4,7 +4,9 @@
  * - createAgentplaneClient({ url, apiKey, tls }): one client per service, over gRPC (HTTP/2).
  * - typed errors (RpcError and one subclass per status code) with the parsed google.rpc details.
  * - Agent (registration and lease), Governor and governed() (permission checks, output
- *   validation, execution reports).
+ *   validation, execution reports, local decisions from WatchPolicies, null mode).
+ * - The governance decision rule (decide, PolicyState), shared with the server and the Python
+ *   SDK.
  * - The generated messages and enums, one namespace per contract package: `session`, `feedback`,
  *   `trace`, `registry`, `governance`, `inference`, `admin`, `common`.
  */
@@ -55,6 +57,22 @@ export {
   type UsageInit,
 } from "./governed.js";
 export { Agent, type AgentOptions, type AgentCardInit } from "./agent.js";
+export {
+  decide,
+  compileGlob,
+  compareRules,
+  globMatch,
+  trustRange,
+  PolicyState,
+  Rule,
+  RuleIndex,
+  UNDECIDABLE,
+  EFFECT_RANK,
+  type ConditionResult,
+  type DecideRequest,
+  type Matcher,
+  type Outcome,
+} from "./decision.js";
 
 export * as session from "./types/session.js";
 export * as feedback from "./types/feedback.js";

@@ -46,6 +46,7 @@ from agentplane._errors import (
 from agentplane._policy import PolicyState
 from agentplane._tracing import current_trace_id
 from agentplane.common.v1 import usage_pb2
+from agentplane.decision import OutcomeTuple
 from agentplane.governance.v1 import (
     approval_pb2,
     decision_pb2,
@@ -104,6 +105,29 @@ class Decision:
     @property
     def name(self) -> str:
         return decision_pb2.Decision.Name(self.decision)
+
+    @classmethod
+    def _local(cls, outcome: OutcomeTuple, trust_score: float | None) -> Decision:
+        """A "local" Decision from the shared rule's outcome. Built without the generated
+        __init__: a frozen dataclass sets each field through object.__setattr__, which costs
+        more than the whole local decision; unset fields keep their class defaults."""
+        decision = object.__new__(cls)
+        code, deciding, matched, reasons, _, _ = outcome
+        object.__setattr__(
+            decision,
+            "__dict__",
+            {
+                "decision": code,
+                "source": "local",
+                "reasons": tuple(reasons),
+                "deciding_policy_id": deciding.policy_id if deciding is not None else "",
+                "matched_policy_ids": (matched[0].policy_id,)
+                if len(matched) == 1
+                else tuple([r.policy_id for r in matched]),
+                "trust_score": trust_score,
+            },
+        )
+        return decision
 
     @classmethod
     def from_response(cls, response: governance_service_pb2.CheckPermissionResponse) -> Decision:
@@ -209,23 +233,17 @@ class _GovernorBase:
     ) -> Decision | None:
         if self.is_null:
             return self._null_decision(action)
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
+        if self.cache_enabled:  # a disabled cache holds nothing
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
         if not has_context and self.policy_state.have_snapshot:
             # Local decisions need no context: a policy whose condition could read it makes
             # decide() return None, so context never changes a local answer; but we still send
             # checks with context to the server, which records them in the decision log.
-            local = self.policy_state.decide(action, resource)
+            local = self.policy_state.local(action, resource)
             if local is not None:
-                return Decision(
-                    decision=local.decision,
-                    source="local",
-                    reasons=local.reasons,
-                    deciding_policy_id=local.deciding_policy_id,
-                    matched_policy_ids=local.matched_policy_ids,
-                    trust_score=self.policy_state.trust.score if self.policy_state.trust else None,
-                )
+                return Decision._local(local, self.policy_state.trust_score)
         return None
 
     def _null_decision(self, action: str) -> Decision:

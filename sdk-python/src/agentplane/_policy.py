@@ -11,104 +11,62 @@ caller asks CheckPermission. It returns None when
 - the outcome would be REQUIRE_APPROVAL, or an ALLOW that a matching policy's budget applies to
   (budgets are charged by the server),
 - the stream is lost and cache_ttl has passed since (the contract's limit for local decisions).
-Deciding (Policy message): among matching policies the highest priority wins; at equal
-priority DENY beats REQUIRE_APPROVAL beats ALLOW; no match gives the default decision.
+The rule itself (selectors, globs, priority and effect order, ties, trust, default) is
+``agentplane.decision``, the module the server decides with; this module keeps the stream's
+state and indexes each snapshot once (``RuleIndex``) so that a decision does little work.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
+from typing import NamedTuple
 
+from agentplane.decision import (
+    Outcome,
+    OutcomeTuple,
+    Rule,
+    RuleIndex,
+    decide_candidates,
+    decide_tuple,
+    glob_match,
+)
 from agentplane.governance.v1 import (
     decision_pb2,
     governance_service_pb2,
-    policy_pb2,
     trust_pb2,
 )
+
+__all__ = ["LocalDecision", "PolicyState", "glob_match", "trust_matches"]
 
 ALLOW = decision_pb2.DECISION_ALLOW
 DENY = decision_pb2.DECISION_DENY
 REQUIRE_APPROVAL = decision_pb2.DECISION_REQUIRE_APPROVAL
-
-_EFFECT_DECISION = {
-    policy_pb2.POLICY_EFFECT_ALLOW: ALLOW,
-    policy_pb2.POLICY_EFFECT_DENY: DENY,
-    policy_pb2.POLICY_EFFECT_REQUIRE_APPROVAL: REQUIRE_APPROVAL,
-}
-# At equal priority DENY beats REQUIRE_APPROVAL beats ALLOW.
-_EFFECT_RANK = {
-    policy_pb2.POLICY_EFFECT_ALLOW: 0,
-    policy_pb2.POLICY_EFFECT_REQUIRE_APPROVAL: 1,
-    policy_pb2.POLICY_EFFECT_DENY: 2,
-}
+_NO_LABELS: dict[str, str] = {}
 
 
-@lru_cache(maxsize=4096)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """The contract's globs: ``*`` any run without "/", ``**`` any run, ``?`` one non-"/"."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "*":
-            if pattern.startswith("**", i):
-                out.append(".*")
-                i += 2
-                continue
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
-
-
-def glob_match(pattern: str, value: str) -> bool:
-    return glob_regex(pattern).fullmatch(value) is not None
-
-
-@dataclass(frozen=True)
-class LocalDecision:
+class LocalDecision(NamedTuple):  # a tuple: built on every local decision, cheaply
     decision: int
     reasons: tuple[str, ...]
     deciding_policy_id: str
     matched_policy_ids: tuple[str, ...]
 
 
-@dataclass
-class _Compiled:
-    policy: policy_pb2.Policy
-    key: tuple[int, int]  # (priority, effect rank): larger wins
-    actions: tuple[re.Pattern[str], ...]
-    resources: tuple[re.Pattern[str], ...]
-
-    @classmethod
-    def of(cls, policy: policy_pb2.Policy) -> _Compiled:
-        return cls(
-            policy,
-            (policy.priority, _EFFECT_RANK.get(policy.effect, -1)),
-            tuple(glob_regex(p) for p in policy.actions),
-            tuple(glob_regex(p) for p in policy.resources),
-        )
-
-    def matches_target(self, action: str, resource: str) -> bool:
-        if self.actions and not any(r.fullmatch(action) for r in self.actions):
-            return False
-        return not self.resources or any(r.fullmatch(resource) for r in self.resources)
+def trust_range(trust: trust_pb2.TrustScore | None) -> tuple[float, float]:
+    """The range the agent's score lies in until the next update: it decays from the last
+    score toward the baseline. Unknown (no score yet): anything from 0 up."""
+    if trust is None:
+        return 0.0, float("inf")
+    low, high = sorted((trust.score, trust.baseline))
+    return low, high
 
 
 def trust_matches(minimum: float, trust: trust_pb2.TrustScore | None) -> bool | None:
     """True/False when the (decaying) score is surely above/below ``minimum``; None if unsure."""
     if minimum <= 0:
         return True
-    if trust is None:
-        return None
-    low, high = sorted((trust.score, trust.baseline))
+    low, high = trust_range(trust)
     if low >= minimum:
         return True
     if high < minimum:
@@ -120,10 +78,13 @@ def trust_matches(minimum: float, trust: trust_pb2.TrustScore | None) -> bool | 
 class PolicyState:
     """One agent's policy state, kept from a WatchPolicies stream. Thread-safe."""
 
-    policies: dict[str, _Compiled] = field(default_factory=dict)
-    ordered: list[_Compiled] = field(default_factory=list)
+    policies: dict[str, Rule] = field(default_factory=dict)
+    index: RuleIndex = field(default_factory=lambda: RuleIndex(()))
     default_decision: int = DENY
     trust: trust_pb2.TrustScore | None = None
+    trust_score: float | None = None  # trust.score, read once per update
+    trust_low: float = 0.0
+    trust_high: float = float("inf")
     cache_ttl: float = 0.0
     snapshot_version: int = 0
     have_snapshot: bool = False
@@ -136,9 +97,9 @@ class PolicyState:
             kind = message.WhichOneof("change")
             if kind == "snapshot":
                 snapshot = message.snapshot
-                self.policies = {p.policy_id: _Compiled.of(p) for p in snapshot.policies}
+                self.policies = {p.policy_id: Rule(p) for p in snapshot.policies}
                 self.default_decision = snapshot.default_decision or DENY
-                self.trust = snapshot.trust_score if snapshot.HasField("trust_score") else None
+                self._set_trust(snapshot.trust_score if snapshot.HasField("trust_score") else None)
                 self.cache_ttl = snapshot.cache_ttl.ToTimedelta().total_seconds()
                 self.have_snapshot = True
                 self.connected = True
@@ -148,13 +109,19 @@ class PolicyState:
                 if policy.HasField("enabled") and not policy.enabled:
                     self.policies.pop(policy.policy_id, None)
                 else:
-                    self.policies[policy.policy_id] = _Compiled.of(policy)
+                    self.policies[policy.policy_id] = Rule(policy)
             elif kind == "deleted_policy_id":
                 self.policies.pop(message.deleted_policy_id, None)
             elif kind == "trust_score":
-                self.trust = message.trust_score
+                self._set_trust(message.trust_score)
             self.snapshot_version = max(self.snapshot_version, message.snapshot_version)
-            self.ordered = sorted(self.policies.values(), key=lambda c: c.key, reverse=True)
+            if kind != "trust_score":
+                self.index = RuleIndex(self.policies.values())
+
+    def _set_trust(self, trust: trust_pb2.TrustScore | None) -> None:
+        self.trust = trust
+        self.trust_score = trust.score if trust is not None else None
+        self.trust_low, self.trust_high = trust_range(trust)
 
     def lost(self) -> None:
         with self._lock:
@@ -170,51 +137,56 @@ class PolicyState:
         now = time.monotonic() if now is None else now
         return self.lost_at is not None and now - self.lost_at < self.cache_ttl
 
+    def outcome(self, action: str, resource: str) -> Outcome:
+        """The shared rule's outcome from this state: every policy here selects the agent;
+        conditions are unknown (UNDECIDABLE when one could decide), and so is a minimum trust
+        inside the range the score may have decayed to."""
+        return decide_candidates(
+            self.index.selecting(action),
+            action,
+            resource,
+            self.trust_low,
+            self.trust_high,
+            self.default_decision,
+        )
+
+    def local(self, action: str, resource: str) -> OutcomeTuple | None:
+        """The outcome (as decide_tuple's) when it is ALLOW or DENY as CheckPermission would
+        decide it, or None to ask the server: when the rule cannot decide here, when the
+        outcome is REQUIRE_APPROVAL (the server opens the approval), and when a budget applies
+        to an ALLOW (the server charges it)."""
+        if not self.connected and not self.usable():
+            return None
+        outcome = decide_tuple(
+            self.index.selecting(action),
+            action,
+            resource,
+            self.trust_low,
+            self.trust_high,
+            self.default_decision,
+        )
+        decision = outcome[0]
+        if decision == DENY:
+            return outcome
+        if decision != ALLOW:
+            return None  # UNDECIDABLE or REQUIRE_APPROVAL
+        for rule in outcome[2]:  # matched
+            if rule.budgeted:
+                return None  # budgets are charged by the server
+        for rule in outcome[5]:  # unknown
+            if rule.budgeted:
+                return None
+        return outcome
+
     def decide(self, action: str, resource: str) -> LocalDecision | None:
-        """ALLOW or DENY as CheckPermission would decide it, or None to ask the server."""
-        if not self.usable():
+        """``local`` as a LocalDecision."""
+        outcome = self.local(action, resource)
+        if outcome is None:
             return None
-        ordered, trust, default = self.ordered, self.trust, self.default_decision
-        winner: _Compiled | None = None
-        matched: list[_Compiled] = []
-        unsure: list[_Compiled] = []
-        for compiled in ordered:  # highest (priority, rank) first
-            if not compiled.matches_target(action, resource):
-                continue
-            policy = compiled.policy
-            trust_ok = trust_matches(policy.min_trust_score, trust)
-            if trust_ok is False:
-                continue
-            if trust_ok is None or policy.condition:
-                unsure.append(compiled)
-                continue
-            matched.append(compiled)
-            if winner is None:
-                winner = compiled
-        if winner is None:
-            if unsure:
-                return None
-            if default not in (ALLOW, DENY):
-                return None
-            verb = "allows" if default == ALLOW else "denies"
-            return LocalDecision(
-                default, (f"no policy matches; the project's default decision {verb}",), "", ()
-            )
-        if any(u.key > winner.key for u in unsure):
-            return None  # an unsure policy could win
-        decision = _EFFECT_DECISION.get(winner.policy.effect)
-        if decision not in (ALLOW, DENY):
-            return None
-        if decision == ALLOW and any(
-            c.policy.budgets and c.policy.effect != policy_pb2.POLICY_EFFECT_DENY
-            for c in (*matched, *unsure)
-        ):
-            return None  # budgets are charged by the server
-        verb = "allows" if decision == ALLOW else "denies"
-        policy_id = winner.policy.policy_id
+        decision, deciding, matched, reasons, _, _ = outcome
         return LocalDecision(
             decision,
-            (f"policy {policy_id} {verb} {action}" + (f" on {resource}" if resource else ""),),
-            policy_id,
-            tuple(c.policy.policy_id for c in matched),
+            tuple(reasons),
+            deciding.policy_id if deciding is not None else "",
+            tuple(r.policy_id for r in matched),
         )

@@ -1,47 +1,33 @@
-"""The policy decision, as a pure function of the policies and one request.
+"""The policy decision on the server: the shared rule (agentplane.decision, the same module
+the SDKs decide locally with) fed with the server's request view and its CEL engine.
 
-Among the matching policies the highest priority wins; at equal priority DENY beats
-REQUIRE_APPROVAL beats ALLOW; remaining ties are broken by policy_id, so the outcome never
-depends on the order policies are given in. No match: the project's default decision.
-An evaluation error in a condition never widens access: an ALLOW policy then does not match,
-a DENY or REQUIRE_APPROVAL policy does. Budgets are applied afterwards (logic.py), because
-they need the spend ledger.
+The rule: among the matching policies the highest priority wins; at equal priority DENY beats
+REQUIRE_APPROVAL beats ALLOW; remaining ties are broken by policy_id. No match: the project's
+default decision. An evaluation error in a condition never widens access. Budgets are applied
+afterwards (logic.py), because they need the spend ledger.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentplane.governance.v1 import decision_pb2, policy_pb2, trust_pb2
+from agentplane import decision as rule
+from agentplane.decision import ALLOW, DENY, EFFECT_VERB, Explanation, Outcome, Rule
+from agentplane.governance.v1 import policy_pb2, trust_pb2
 from agentplane_server.governance.conditions import (
     AgentVar,
-    Condition,
     EvaluationError,
     RequestVar,
     TrustVar,
     activation,
     compile_condition,
 )
-from agentplane_server.governance.globs import compile_glob
 
-ALLOW = policy_pb2.POLICY_EFFECT_ALLOW
-DENY = policy_pb2.POLICY_EFFECT_DENY
-REQUIRE_APPROVAL = policy_pb2.POLICY_EFFECT_REQUIRE_APPROVAL
-EFFECT_RANK = {DENY: 0, REQUIRE_APPROVAL: 1, ALLOW: 2}
-EFFECT_DECISION = {
-    ALLOW: decision_pb2.DECISION_ALLOW,
-    DENY: decision_pb2.DECISION_DENY,
-    REQUIRE_APPROVAL: decision_pb2.DECISION_REQUIRE_APPROVAL,
-}
-EFFECT_NAME = {ALLOW: "ALLOW", DENY: "DENY", REQUIRE_APPROVAL: "REQUIRE_APPROVAL"}
-EFFECT_VERB = {ALLOW: "allows", DENY: "denies", REQUIRE_APPROVAL: "requires approval for"}
-DECISION_NAME = {
-    decision_pb2.DECISION_ALLOW: "ALLOW",
-    decision_pb2.DECISION_DENY: "DENY",
-    decision_pb2.DECISION_REQUIRE_APPROVAL: "REQUIRE_APPROVAL",
-}
+# The shared rule's names, as the server's modules import them from here.
+__all__ = ["ALLOW", "DENY", "EFFECT_VERB", "Explanation", "Outcome"]
+
 TIER_NAME = {
     trust_pb2.TRUST_TIER_UNTRUSTED: "UNTRUSTED",
     trust_pb2.TRUST_TIER_LOW: "LOW",
@@ -159,68 +145,16 @@ def _value(value: Any) -> Any:
     return None
 
 
-Matcher = Callable[[str], Any]
+class CompiledPolicy(Rule):
+    """A stored or candidate policy with its CEL condition compiled (once per policy version);
+    the decision rule itself is agentplane.decision's, shared with the SDKs."""
 
-
-class CompiledPolicy:
-    """A policy ready to evaluate: globs and condition compiled once per policy version."""
-
-    __slots__ = (
-        "actions",
-        "agent_ids",
-        "agent_patterns",
-        "budgets",
-        "condition",
-        "effect",
-        "enabled",
-        "index",
-        "labels",
-        "min_trust",
-        "policy",
-        "policy_id",
-        "priority",
-        "resources",
-        "sort_key",
-        "version",
-    )
+    __slots__ = ()
 
     def __init__(self, policy: policy_pb2.Policy, index: int = -1) -> None:
-        self.policy = policy
-        self.policy_id = policy.policy_id
-        self.effect = policy.effect
-        self.priority = policy.priority
-        self.enabled = policy.enabled if policy.HasField("enabled") else True
-        self.version = policy.version
-        self.index = index  # candidate index in EvaluatePolicies; -1 for stored policies
-        selector = policy.agents
-        self.agent_ids = frozenset(selector.agent_ids)
-        self.agent_patterns: tuple[Matcher, ...] = tuple(
-            compile_glob(p) for p in selector.agent_id_patterns
+        super().__init__(
+            policy, index, compile_condition(policy.condition) if policy.condition else None
         )
-        self.labels = tuple(sorted(selector.labels.items()))
-        self.actions: tuple[Matcher, ...] = tuple(compile_glob(p) for p in policy.actions)
-        self.resources: tuple[Matcher, ...] = tuple(compile_glob(p) for p in policy.resources)
-        self.min_trust = policy.min_trust_score
-        self.condition: Condition | None = (
-            compile_condition(policy.condition) if policy.condition else None
-        )
-        self.budgets = tuple(policy.budgets)
-        self.sort_key = (-self.priority, EFFECT_RANK[self.effect], self.policy_id, index)
-
-    def selects(self, agent: AgentView) -> bool:
-        if (self.agent_ids or self.agent_patterns) and not (
-            agent.agent_id in self.agent_ids
-            or any(m(agent.agent_id) is not None for m in self.agent_patterns)
-        ):
-            return False
-        labels = agent.labels
-        return all(labels.get(k) == v for k, v in self.labels)
-
-    def action_matches(self, action: str) -> bool:
-        return not self.actions or any(m(action) is not None for m in self.actions)
-
-    def resource_matches(self, resource: str) -> bool:
-        return not self.resources or any(m(resource) is not None for m in self.resources)
 
     def condition_result(self, subject: Subject) -> tuple[bool, str]:
         """(matched, evaluation error). An error matches DENY and REQUIRE_APPROVAL policies
@@ -234,61 +168,6 @@ class CompiledPolicy:
         except Exception as exc:
             return self.effect != ALLOW, str(exc)[:300] or type(exc).__name__
 
-    @property
-    def label(self) -> str:
-        if self.policy_id:
-            return self.policy_id
-        return f"candidate_policies[{self.index}]"
-
-
-@dataclass(slots=True)
-class Explanation:
-    policy: CompiledPolicy
-    agent_matched: bool
-    action_matched: bool
-    resource_matched: bool
-    trust_matched: bool
-    condition_matched: bool
-    condition_error: str
-
-    @property
-    def matched(self) -> bool:
-        return (
-            self.policy.enabled
-            and self.agent_matched
-            and self.action_matched
-            and self.resource_matched
-            and self.trust_matched
-            and self.condition_matched
-        )
-
-
-@dataclass(slots=True)
-class Outcome:
-    decision: int
-    deciding: CompiledPolicy | None
-    matched: list[CompiledPolicy]  # deciding first, then by priority
-    reasons: list[str]
-    explanations: list[Explanation] | None = None
-
-
-def _describe(action: str, resource: str) -> str:
-    return f"{action} on {resource}" if resource else action
-
-
-def evaluate_policy(policy: CompiledPolicy, subject: Subject) -> Explanation:
-    """Every criterion of one policy (EvaluatePolicies shows each)."""
-    condition, error = policy.condition_result(subject)
-    return Explanation(
-        policy=policy,
-        agent_matched=policy.selects(subject.agent),
-        action_matched=policy.action_matches(subject.action),
-        resource_matched=policy.resource_matches(subject.resource),
-        trust_matched=subject.trust_score >= policy.min_trust,
-        condition_matched=condition,
-        condition_error=error,
-    )
-
 
 def decide(
     policies: Iterable[CompiledPolicy],
@@ -298,63 +177,19 @@ def decide(
     explain: bool = False,
     prefiltered: bool = False,
 ) -> Outcome:
-    """The decision for `subject`. With `prefiltered`, `policies` are already known to be
-    enabled, to select the agent and to match the action (the hot path's cached candidates);
-    otherwise every criterion is checked."""
-    matched: list[CompiledPolicy] = []
-    reasons: list[str] = []
-    explanations: list[Explanation] | None = [] if explain else None
-    for policy in policies:
-        if explain:
-            explanation = evaluate_policy(policy, subject)
-            assert explanations is not None
-            explanations.append(explanation)
-            if explanation.matched:
-                matched.append(policy)
-                if explanation.condition_error:
-                    reasons.append(_condition_error_reason(policy, explanation.condition_error))
-            elif explanation.condition_error and policy.enabled:
-                reasons.append(_condition_error_reason(policy, explanation.condition_error))
-            continue
-        if not prefiltered and not (
-            policy.enabled
-            and policy.selects(subject.agent)
-            and policy.action_matches(subject.action)
-        ):
-            continue
-        if not policy.resource_matches(subject.resource):
-            continue
-        if subject.trust_score < policy.min_trust:
-            continue
-        ok, error = policy.condition_result(subject)
-        if error:
-            reasons.append(_condition_error_reason(policy, error))
-        if ok:
-            matched.append(policy)
-    matched.sort(key=_sort_key)
-    if explanations is not None:
-        explanations.sort(key=lambda e: e.policy.sort_key)
-    where = _describe(subject.action, subject.resource)
-    if not matched:
-        decision = default_decision or decision_pb2.DECISION_DENY
-        reasons.insert(
-            0,
-            f"no policy matches {where}; the project's default decision is "
-            f"{DECISION_NAME[decision]}",
-        )
-        return Outcome(decision, None, matched, reasons, explanations)
-    deciding = matched[0]
-    reasons.insert(0, f"policy {deciding.label} {EFFECT_VERB[deciding.effect]} {where}")
-    return Outcome(EFFECT_DECISION[deciding.effect], deciding, matched, reasons, explanations)
-
-
-def _sort_key(policy: CompiledPolicy) -> tuple:
-    return policy.sort_key
-
-
-def _condition_error_reason(policy: CompiledPolicy, error: str) -> str:
-    consequence = "does not match" if policy.effect == ALLOW else "matches"
-    return (
-        f"policy {policy.label}: the condition could not be evaluated ({error}); "
-        f"the policy (effect {EFFECT_NAME[policy.effect]}) therefore {consequence}"
+    """The decision for `subject` (agentplane.decision.decide with the server's CEL engine).
+    With `prefiltered`, `policies` are already known to be enabled, to select the agent and to
+    match the action (the hot path's cached candidates); otherwise every criterion is checked."""
+    agent = subject.agent
+    return rule.decide(
+        policies,
+        agent_id=agent.agent_id,
+        labels=agent.labels,
+        action=subject.action,
+        resource=subject.resource,
+        trust_score=subject.trust_score,
+        default_decision=default_decision,
+        condition=lambda policy: policy.condition_result(subject),  # type: ignore[attr-defined]
+        explain=explain,
+        prefiltered=prefiltered,
     )

@@ -874,7 +874,7 @@ class GovernanceLogic:
                     after = (row.priority, row.policy_id)
                     policy = policy_from_row(row)
                     compiled = _selector_only(policy)
-                    if agent is not None and not compiled.selects(agent):
+                    if agent is not None and not compiled.selects(agent.agent_id, agent.labels):
                         continue
                     if request.action and not compiled.action_matches(request.action):
                         continue

@@ -100,7 +100,7 @@ class ProjectSnapshot:
         """Enabled policies whose agent selector matches the agent (cached per agent)."""
         found = self._by_agent.get(agent.agent_id)
         if found is None:
-            found = [p for p in self.ordered if p.selects(agent)]
+            found = [p for p in self.ordered if p.selects(agent.agent_id, agent.labels)]
             self._by_agent[agent.agent_id] = found
         return found
 
