@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from agentplane_server.reflection import enable_reflection
 from agentplane_server.session.events import SessionEvents
 from agentplane_server.session.logic import SessionLogic
 from agentplane_server.session.servicer import SessionServicer
-from agentplane_server.storage.db import Database
+from agentplane_server.storage.db import Database, DatabaseUnreachable, retry_while_unavailable
+from agentplane_server.storage.health import StorageHealth
 from agentplane_server.trace.servicer import (
     OTLP_TRACE_SERVICE,
     add_otlp_trace_service,
@@ -99,11 +101,12 @@ class AgentplaneServer:
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.state: ServerState | None = None
+        self.storage_health: StorageHealth | None = None
         self._cleanups: list[Callable[[], Any]] = []
 
     async def start(self) -> int:
         settings = self.settings
-        db = Database(settings.resolved_database_url)
+        db = Database(settings.resolved_database_url, timeout=settings.database_timeout)
         authenticator = Authenticator(db, settings)
         page_tokens = PageTokens(await db.secret("page_tokens"))
         state = self.state = ServerState(
@@ -175,6 +178,13 @@ class AgentplaneServer:
             )
         await self.health.set(OTLP_TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.storage_health = StorageHealth(
+            db,
+            self.health,
+            [*(n for n in CONTRACT_SERVICES if n not in NOT_SERVING), OTLP_TRACE_SERVICE],
+            settings.database_probe_interval,
+        )
+        self.storage_health.start()
         state.housekeeping.start()
         log.info("serving", extra={"listen": settings.listen, "port": port, "pid": os.getpid()})
         return port
@@ -188,6 +198,8 @@ class AgentplaneServer:
         await self.health.enter_graceful_shutdown()
         self.state.shutdown.set()  # watch streams return, so clients can resume elsewhere
         await self.server.stop(grace)
+        if self.storage_health is not None:
+            await self.storage_health.stop()
         for hook in self.state.stop_hooks:
             await hook()
         await self.state.housekeeping.stop()
@@ -237,12 +249,20 @@ async def prepare(settings: Settings) -> None:
     from agentplane_server.storage.db import migrate
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    await asyncio.to_thread(migrate, settings.resolved_database_url)
-    db = Database(settings.resolved_database_url)
+    url = settings.resolved_database_url
+
+    async def attempt() -> None:
+        await asyncio.to_thread(migrate, url, timeout=settings.database_timeout)
+        db = Database(url, timeout=settings.database_timeout)
+        try:
+            await bootstrap(db, settings.admin_key_path)
+        finally:
+            await db.dispose()
+
     try:
-        await bootstrap(db, settings.admin_key_path)
-    finally:
-        await db.dispose()
+        await retry_while_unavailable(attempt, url, settings.database_startup_timeout)
+    except DatabaseUnreachable as exc:
+        raise SystemExit(f"agentplane serve: {exc}") from None
 
 
 async def serve_forever(settings: Settings) -> None:
@@ -254,4 +274,29 @@ async def serve_forever(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
+    _exit_after(settings.shutdown_grace + settings.decision_log_shutdown_deadline + SHUTDOWN_SLACK)
     await app.stop()
+
+
+# The process exits at most shutdown_grace + decision_log_shutdown_deadline + SHUTDOWN_SLACK
+# seconds after SIGTERM, even when the database hangs: every answered decision is already in
+# the decision journal (the kernel has it), so nothing acknowledged is lost by exiting.
+SHUTDOWN_SLACK = 2.0
+
+
+def _exit_after(seconds: float) -> None:
+    def force() -> None:
+        from agentplane_server.logs import flush_logs
+
+        log.error(
+            "shutdown did not finish in time (the database is not answering); exiting now. "
+            "Undelivered decisions stay in the decision journal for the next start",
+            extra={"seconds": seconds},
+        )
+        flush_logs()
+        os._exit(1)
+
+    # A thread, not the event loop: it fires even if something blocks the loop.
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()

@@ -9,15 +9,15 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-import sqlalchemy.exc
 from google.protobuf.message import Message
 
 from agentplane_server.context import method_var, principal_var
-from agentplane_server.errors import ApiError, Internal, Unavailable, Unimplemented
+from agentplane_server.errors import ApiError, Internal, Unimplemented
 from agentplane_server.interceptors import metrics
 from agentplane_server.interceptors.auth import Authenticator, MethodInfo, method_info
 from agentplane_server.interceptors.request_id import begin_request
 from agentplane_server.interceptors.validation import RequestValidator
+from agentplane_server.storage.errors import storage_unavailable
 
 log = logging.getLogger("agentplane.rpc")
 PUBLIC_SERVICES = ("grpc.health.v1.", "grpc.reflection.")
@@ -33,9 +33,10 @@ def as_api_error(exc: BaseException, method: MethodInfo) -> ApiError:
             "server does not serve it yet",
             metadata={"method": f"{method.service}/{method.name}"},
         )
-    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError | OSError):
+    unavailable = storage_unavailable(exc)
+    if unavailable is not None:
         log.warning("storage unavailable: %s", type(exc).__name__)
-        return Unavailable("the database is unavailable; retry with backoff")
+        return unavailable
     log.error("unhandled error", exc_info=exc)
     return Internal("internal error; the server log has details under this request id")
 
