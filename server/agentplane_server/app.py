@@ -61,6 +61,10 @@ CONTRACT_SERVICES = {
 # Services that start NOT_SERVING: inference until its monitor has reached Triton (the monitor,
 # inference/health.py, then keeps the status live).
 NOT_SERVING = {"agentplane.inference.v1.InferenceService"}
+# Shutdown refuses new calls until none has arrived for DRAIN_QUIET_SECONDS, at most
+# DRAIN_MAX_SECONDS (within the grace period), before grpc.aio stops the server.
+DRAIN_QUIET_SECONDS = 0.02
+DRAIN_MAX_SECONDS = 0.5
 
 
 @dataclass
@@ -120,7 +124,8 @@ class AgentplaneServer:
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if settings.otel_traces:
             interceptors.append(_otel_interceptor(self._cleanups))
-        interceptors.append(CallInterceptor(authenticator, RequestValidator(), settings.access_log))
+        self.calls = CallInterceptor(authenticator, RequestValidator(), settings.access_log)
+        interceptors.append(self.calls)
 
         server = self.server = grpc.aio.server(
             interceptors=interceptors,
@@ -197,6 +202,7 @@ class AgentplaneServer:
         log.info("shutting down", extra={"grace_seconds": grace})
         await self.health.enter_graceful_shutdown()
         self.state.shutdown.set()  # watch streams return, so clients can resume elsewhere
+        await self._refuse_new_calls(min(DRAIN_MAX_SECONDS, grace))
         await self.server.stop(grace)
         if self.storage_health is not None:
             await self.storage_health.stop()
@@ -207,6 +213,20 @@ class AgentplaneServer:
             cleanup()
         await self.state.db.dispose()
         log.info("stopped")
+
+    async def _refuse_new_calls(self, at_most: float) -> None:
+        """Answer calls that start from now on UNAVAILABLE (which clients retry), until none
+        has arrived for DRAIN_QUIET_SECONDS. grpc.aio's stop() answers calls that had arrived
+        but not yet started with CANCELLED, which clients do not retry (grpc/grpc#41785);
+        refusing them first empties that queue, so stop() finds it empty unless clients keep
+        sending faster than refusals are answered. Kept short: a client retries on the same
+        connection, which reaches another replica or worker only once stop() closes it."""
+        self.calls.draining = True
+        deadline = time.perf_counter() + at_most
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(DRAIN_QUIET_SECONDS / 2)
+            if time.perf_counter() - self.calls.last_call_started >= DRAIN_QUIET_SECONDS:
+                return
 
     async def wait(self) -> None:
         assert self.server is not None

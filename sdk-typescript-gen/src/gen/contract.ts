@@ -2,4 +2,4 @@
 /** The version of the Agentplane contract this SDK was generated from. */
 export const CONTRACT_VERSION = "1.0.0-alpha.1";
 /** A digest of the contract's descriptors (comments excluded). */
-export const CONTRACT_DIGEST = "sha256:a4ba288c894bca670f245137edae576259d54df5f2d1075f45b7765ec145b299";
+export const CONTRACT_DIGEST = "sha256:1e789b12a46257381ac4dbfb2c5edc4ab94cb59ac075d0a8ea920d2647bd4bde";

@@ -11,8 +11,9 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from agentplane.common.v1.error_reason_pb2 import ErrorReason
 from agentplane_server.context import method_var, principal_var
-from agentplane_server.errors import ApiError, Internal, Unimplemented
+from agentplane_server.errors import ApiError, Internal, Unavailable, Unimplemented
 from agentplane_server.interceptors import metrics
 from agentplane_server.interceptors.auth import Authenticator, MethodInfo, method_info
 from agentplane_server.interceptors.request_id import begin_request
@@ -61,6 +62,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         self.validator = validator
         self.access_log = access_log
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        # Set when the server begins to stop: calls that start from then on are answered
+        # UNAVAILABLE at once (see AgentplaneServer.stop), and last_call_started tells when the
+        # queue of arrived calls has emptied.
+        self.draining = False
+        self.last_call_started = 0.0
 
     async def intercept_service(
         self,
@@ -102,6 +108,12 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     async def _begin(self, call: _Call, request: Any, context: grpc.aio.ServicerContext) -> None:
         metadata = {m.key: m.value for m in context.invocation_metadata() or ()}
         call.request_id = begin_request(metadata, context)
+        self.last_call_started = call.started
+        if self.draining:
+            raise Unavailable(
+                "the server is shutting down; retry",
+                reason=ErrorReason.ERROR_REASON_SERVER_SHUTTING_DOWN,
+            )
         method_var.set(call.method.name)
         auth_context = None if "authorization" in metadata else context.auth_context()
         principal_var.set(
