@@ -118,7 +118,7 @@ class WorkerSupervisor:
     replaced after a backoff (1 s doubling to 30 s, reset once a worker has run a minute); if
     workers keep dying (RESTART_LIMIT deaths within RESTART_WINDOW seconds) the rest are
     stopped and `serve` exits 1. On SIGTERM every worker is stopped; the exit status is 0 only
-    if all of them exited 0."""
+    if all of them stopped cleanly."""
 
     RESTART_LIMIT = 5
     RESTART_WINDOW = 60.0
@@ -180,7 +180,9 @@ class WorkerSupervisor:
                     log.info("restarted worker", extra={"slot": slot, "pid": self.slots[slot].pid})
         if self.failed:
             return 1
-        return 0 if all(code == 0 for code in final_codes) else 1
+        # A worker still starting when SIGTERM came has no handler yet and ends by the signal.
+        stopped_as_asked = (0, -signal.SIGTERM)
+        return 0 if all(code in stopped_as_asked for code in final_codes) else 1
 
     def _died(self, slot: int, worker: Any) -> None:
         from prometheus_client import multiprocess
