@@ -25,9 +25,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rpcutil import rich_error
 from serverproc import AGENTPLANE, Postgres, ServerProcess, free_port
 
-from agentplane.governance.v1 import policy_pb2
 from agentplane.governance.v1 import governance_service_pb2 as pb
 from agentplane.governance.v1 import governance_service_pb2_grpc as rpc
+from agentplane.governance.v1 import policy_pb2
 
 GOVERNANCE = "agentplane.governance.v1.GovernanceService"
 SESSIONS = "agentplane.session.v1.SessionService"

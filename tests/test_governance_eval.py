@@ -323,7 +323,7 @@ def test_decay_events_are_recorded_once_a_day(backend, postgres) -> None:  # typ
     asyncio.run(scenario())
 
 
-def test_decision_journal_keeps_what_the_database_did_not_take_and_replays_it_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_decision_journal_keeps_what_the_database_did_not_take_and_replays_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import shutil
     import stat
 
