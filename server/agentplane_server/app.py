@@ -34,6 +34,7 @@ from agentplane_server.session.events import SessionEvents
 from agentplane_server.session.logic import SessionLogic
 from agentplane_server.session.servicer import SessionServicer
 from agentplane_server.storage.db import Database, DatabaseUnreachable, retry_while_unavailable
+from agentplane_server.storage.errors import describe, storage_unavailable
 from agentplane_server.storage.health import StorageHealth
 from agentplane_server.trace.servicer import (
     OTLP_TRACE_SERVICE,
@@ -288,7 +289,13 @@ async def prepare(settings: Settings) -> None:
 async def serve_forever(settings: Settings) -> None:
     """Run one server process until SIGTERM or SIGINT, then drain and exit."""
     app = AgentplaneServer(settings)
-    await app.start()
+    try:
+        await app.start()
+    except Exception as exc:
+        if storage_unavailable(exc) is None:
+            raise
+        # A worker restarted while the database is away: one line, and the supervisor retries.
+        raise SystemExit(f"agentplane serve: database unavailable: {describe(exc)}") from None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

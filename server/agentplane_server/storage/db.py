@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from agentplane_server.storage import tables
-from agentplane_server.storage.errors import StorageTimeout, storage_unavailable
+from agentplane_server.storage.errors import StorageTimeout, describe, storage_unavailable
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -82,7 +82,7 @@ async def retry_while_unavailable(
         except Exception as exc:
             if storage_unavailable(exc) is None:
                 raise
-            error = _first_line(exc)
+            error = describe(exc)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise DatabaseUnreachable(
@@ -96,12 +96,6 @@ async def retry_while_unavailable(
             )
         await asyncio.sleep(delay)
         delay = min(5.0, delay * 2)
-
-
-def _first_line(exc: BaseException) -> str:
-    cause = getattr(exc, "orig", None) or exc
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _whole_seconds(timeout: float) -> int:

@@ -57,6 +57,13 @@ def storage_unavailable(exc: BaseException) -> Unavailable | None:
     return None
 
 
+def describe(exc: BaseException) -> str:
+    """One line naming a storage error (driver messages run over several lines)."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
 def _sqlite_contention(exc: BaseException | None) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and str(exc).lower().startswith(
         ("database is locked", "database table is locked", "database is busy")
