@@ -307,7 +307,9 @@ async def inprocess(calls: int) -> dict:
     shutdown = asyncio.Event()
     tokens = PageTokens(b"k" * 32)
     registry = RegistryLogic(db, tokens, removal_grace=300, poll_interval=1, shutdown=shutdown)
-    log = DecisionLog(db, capacity=10**7, batch_size=1000, flush_interval=0.1, spill_dir=folder)
+    log = DecisionLog(
+        db, capacity=10**7, batch_size=1000, flush_interval=0.1, journal_dir=folder / "journal"
+    )
     logic = GovernanceLogic(
         db, tokens, poll_interval=0.2, watch_poll_interval=0.5, decision_log=log, shutdown=shutdown
     )

@@ -325,11 +325,15 @@ def test_decay_events_are_recorded_once_a_day(backend, postgres) -> None:  # typ
     asyncio.run(scenario())
 
 
-def test_decision_log_spills_when_the_database_stays_away_and_loads_it_later(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_decision_journal_keeps_what_the_database_did_not_take_and_replays_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+    import stat
+
     from agentplane_server.governance.decision_log import DecisionLog
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'log.db'}"
     migrate(url)
+    journal_dir = tmp_path / "journal"
 
     def record(i: int) -> decision_pb2.DecisionRecord:
         r = decision_pb2.DecisionRecord(
@@ -338,21 +342,7 @@ def test_decision_log_spills_when_the_database_stays_away_and_loads_it_later(tmp
         r.create_time.FromMicroseconds(1_000_000 + i)
         return r
 
-    async def scenario() -> None:
-        away = Database("postgresql+psycopg://nobody@127.0.0.1:1/none")  # nothing listens there
-        log = DecisionLog(away, capacity=10, batch_size=5, flush_interval=0.01, spill_dir=tmp_path)
-        log.start()
-        for i in range(7):
-            log.reserve()
-            log.append(record(i))
-        await log.close(deadline_seconds=0.3)
-        await away.dispose()
-        assert log.backlog == 0
-        assert len(list(tmp_path.glob("decision-log-spill-*.jsonl"))) == 1
-        db = Database(url)
-        again = DecisionLog(db, capacity=10, batch_size=5, flush_interval=0.01, spill_dir=tmp_path)
-        again.start()
-        await again.close(deadline_seconds=5)
+    async def stored_ids(db: Database) -> list[str]:
         async with db.read() as c:
             stored = await store.list_decisions(
                 c,
@@ -368,8 +358,44 @@ def test_decision_log_spills_when_the_database_stays_away_and_loads_it_later(tmp
                 after=None,
                 limit=100,
             )
-        await db.dispose()
-        assert sorted(r.decision_id for r in stored) == [f"dec_{i}" for i in range(7)]
-        assert not list(tmp_path.glob("decision-log-spill-*"))
+        return sorted(r.decision_id for r in stored)
+
+    async def replay(db: Database) -> None:
+        log = DecisionLog(
+            db, capacity=10, batch_size=5, flush_interval=0.01, journal_dir=journal_dir
+        )
+        log.start()
+        await log.close(deadline_seconds=5)
+
+    async def scenario() -> None:
+        away = Database("postgresql+psycopg://nobody@127.0.0.1:1/none")  # nothing listens there
+        log = DecisionLog(
+            away, capacity=10, batch_size=5, flush_interval=0.01, journal_dir=journal_dir
+        )
+        log.start()
+        for i in range(7):
+            log.reserve()
+            log.append(record(i), [["1|2", 0, 5]] if i == 0 else None)
+        await log.close(deadline_seconds=0.3)
+        await away.dispose()
+        (journal,) = journal_dir.glob("*.journal")
+        assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+        kept = shutil.copy(journal, tmp_path / "kept.journal")
+
+        db = Database(url)
+        try:
+            await replay(db)
+            assert await stored_ids(db) == [f"dec_{i}" for i in range(7)]
+            assert not list(journal_dir.glob("*.journal"))
+            async with db.read() as c:
+                row = await store.get_decision_row(c, "p", "dec_0")
+            assert row is not None and row.charges == [["1|2", 0, 5]]
+            # A journal whose decisions are in the database already stores nothing twice.
+            shutil.copy(kept, journal_dir / "again.journal")
+            await replay(db)
+            assert await stored_ids(db) == [f"dec_{i}" for i in range(7)]
+            assert not list(journal_dir.glob("*.journal"))
+        finally:
+            await db.dispose()
 
     asyncio.run(scenario())

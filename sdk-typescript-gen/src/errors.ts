@@ -245,11 +245,29 @@ function durationMs(retry: RetryInfo): number | undefined {
   return Number(delay.seconds) * 1000 + delay.nanos / 1e6;
 }
 
+/**
+ * Whether the server refused the call's HTTP/2 stream (RST_STREAM REFUSED_STREAM: nothing was
+ * processed, as when a server that is stopping sees a call arrive). connect-node reports it as
+ * INTERNAL when Node's stream "error" event comes before "close"; gRPC's HTTP/2 mapping makes
+ * it UNAVAILABLE, which the retry policy may repeat.
+ */
+function refusedStream(reason: unknown): boolean {
+  let cause = reason;
+  for (let depth = 0; cause instanceof Error && depth < 8; depth++) {
+    const code = (cause as { code?: unknown }).code;
+    if (code === "ERR_HTTP2_STREAM_ERROR" && cause.message.includes("REFUSED_STREAM")) return true;
+    cause = cause.cause;
+  }
+  return false;
+}
+
 /** The typed error for anything a connect-es call threw (ConnectError or not). */
 export function fromConnectError(reason: unknown, method = ""): RpcError {
   if (reason instanceof RpcError) return reason;
   const error = ConnectError.from(reason);
-  const init: RpcErrorInit = { code: error.code, method, cause: reason };
+  const code =
+    error.code === Code.Internal && refusedStream(reason) ? Code.Unavailable : error.code;
+  const init: RpcErrorInit = { code, method, cause: reason };
   const details: Message[] = [];
   const info: ErrorInfo | undefined = error.findDetails(ErrorInfoSchema)[0];
   if (info !== undefined) {
@@ -278,7 +296,7 @@ export function fromConnectError(reason: unknown, method = ""): RpcError {
     details.push(request);
   }
   init.details = details;
-  const ErrorClass = ERROR_CLASSES[error.code] ?? RpcError;
+  const ErrorClass = ERROR_CLASSES[code] ?? RpcError;
   return new ErrorClass(error.rawMessage, init);
 }
 

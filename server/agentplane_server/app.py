@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ from agentplane_server.session.events import SessionEvents
 from agentplane_server.session.logic import SessionLogic
 from agentplane_server.session.servicer import SessionServicer
 from agentplane_server.signing import signing_keys
-from agentplane_server.storage.db import Database
+from agentplane_server.storage.db import Database, DatabaseUnreachable, retry_while_unavailable
+from agentplane_server.storage.errors import describe, storage_unavailable
+from agentplane_server.storage.health import StorageHealth
 from agentplane_server.trace.servicer import (
     OTLP_TRACE_SERVICE,
     add_otlp_trace_service,
@@ -68,6 +71,10 @@ CONTRACT_SERVICES = {
 # Services that start NOT_SERVING: inference until its monitor has reached Triton (the monitor,
 # inference/health.py, then keeps the status live).
 NOT_SERVING = {"agentplane.inference.v1.InferenceService"}
+# Shutdown refuses new calls until none has arrived for DRAIN_QUIET_SECONDS, at most
+# DRAIN_MAX_SECONDS (within the grace period), before grpc.aio stops the server.
+DRAIN_QUIET_SECONDS = 0.02
+DRAIN_MAX_SECONDS = 0.5
 
 
 @dataclass
@@ -112,11 +119,12 @@ class AgentplaneServer:
         self.health = HealthServicer()
         self.state: ServerState | None = None
         self.http: HttpListener | None = None
+        self.storage_health: StorageHealth | None = None
         self._cleanups: list[Callable[[], Any]] = []
 
     async def start(self) -> int:
         settings = self.settings
-        db = Database(settings.resolved_database_url)
+        db = Database(settings.resolved_database_url, timeout=settings.database_timeout)
         authenticator = Authenticator(db, settings)
         page_tokens = PageTokens(await signing_keys(settings, db, "page_tokens"))
         state = self.state = ServerState(
@@ -130,8 +138,8 @@ class AgentplaneServer:
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if settings.otel_traces:
             interceptors.append(_otel_interceptor(self._cleanups))
-        calls = CallInterceptor(authenticator, RequestValidator(), settings.access_log)
-        interceptors.append(calls)
+        self.calls = CallInterceptor(authenticator, RequestValidator(), settings.access_log)
+        interceptors.append(self.calls)
 
         server = self.server = grpc.aio.server(
             interceptors=interceptors,
@@ -181,7 +189,7 @@ class AgentplaneServer:
         state.port = port
         await server.start()
         if settings.http_listen:
-            endpoints = await http_endpoints(methods, state.services, calls)
+            endpoints = await http_endpoints(methods, state.services, self.calls)
             app = build_app(endpoints, settings, fallback=console_app(settings))
             self.http = HttpListener(app, settings)
             state.http_port = await self.http.start()
@@ -197,6 +205,13 @@ class AgentplaneServer:
         # Every service GetServerInfo lists has a status, the health service itself included.
         await self.health.set(health.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.storage_health = StorageHealth(
+            db,
+            self.health,
+            [*(n for n in CONTRACT_SERVICES if n not in NOT_SERVING), OTLP_TRACE_SERVICE],
+            settings.database_probe_interval,
+        )
+        self.storage_health.start()
         state.housekeeping.start()
         log.info(
             "serving",
@@ -218,9 +233,12 @@ class AgentplaneServer:
         log.info("shutting down", extra={"grace_seconds": grace})
         await self.health.enter_graceful_shutdown()
         self.state.shutdown.set()  # watch streams return, so clients can resume elsewhere
+        await self._refuse_new_calls(min(DRAIN_MAX_SECONDS, grace))
         await asyncio.gather(
             self.server.stop(grace), self.http.stop(grace) if self.http else asyncio.sleep(0)
         )
+        if self.storage_health is not None:
+            await self.storage_health.stop()
         for hook in self.state.stop_hooks:
             await hook()
         await self.state.housekeeping.stop()
@@ -228,6 +246,20 @@ class AgentplaneServer:
             cleanup()
         await self.state.db.dispose()
         log.info("stopped")
+
+    async def _refuse_new_calls(self, at_most: float) -> None:
+        """Answer calls that start from now on UNAVAILABLE (which clients retry), until none
+        has arrived for DRAIN_QUIET_SECONDS. grpc.aio's stop() answers calls that had arrived
+        but not yet started with CANCELLED, which clients do not retry (grpc/grpc#41785);
+        refusing them first empties that queue, so stop() finds it empty unless clients keep
+        sending faster than refusals are answered. Kept short: a client retries on the same
+        connection, which reaches another replica or worker only once stop() closes it."""
+        self.calls.draining = True
+        deadline = time.perf_counter() + at_most
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(DRAIN_QUIET_SECONDS / 2)
+            if time.perf_counter() - self.calls.last_call_started >= DRAIN_QUIET_SECONDS:
+                return
 
     async def wait(self) -> None:
         assert self.server is not None
@@ -271,21 +303,60 @@ async def prepare(settings: Settings) -> None:
     from agentplane_server.storage.db import migrate
 
     make_private(settings)
-    await asyncio.to_thread(migrate, settings.resolved_database_url)
-    db = Database(settings.resolved_database_url)
+    url = settings.resolved_database_url
+
+    async def attempt() -> None:
+        await asyncio.to_thread(migrate, url, timeout=settings.database_timeout)
+        db = Database(url, timeout=settings.database_timeout)
+        try:
+            await bootstrap(db, settings.admin_key_path, settings.bootstrap_admin_key)
+        finally:
+            await db.dispose()
+
     try:
-        await bootstrap(db, settings.admin_key_path, settings.bootstrap_admin_key)
-    finally:
-        await db.dispose()
+        await retry_while_unavailable(attempt, url, settings.database_startup_timeout)
+    except DatabaseUnreachable as exc:
+        raise SystemExit(f"agentplane serve: {exc}") from None
 
 
 async def serve_forever(settings: Settings) -> None:
     """Run one server process until SIGTERM or SIGINT, then drain and exit."""
     app = AgentplaneServer(settings)
-    await app.start()
+    try:
+        await app.start()
+    except Exception as exc:
+        if storage_unavailable(exc) is None:
+            raise
+        # A worker restarted while the database is away: one line, and the supervisor retries.
+        raise SystemExit(f"agentplane serve: database unavailable: {describe(exc)}") from None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
+    _exit_after(settings.shutdown_grace + settings.decision_log_shutdown_deadline + SHUTDOWN_SLACK)
     await app.stop()
+
+
+# The process exits at most shutdown_grace + decision_log_shutdown_deadline + SHUTDOWN_SLACK
+# seconds after SIGTERM, even when the database hangs: every answered decision is already in
+# the decision journal (the kernel has it), so nothing acknowledged is lost by exiting.
+SHUTDOWN_SLACK = 2.0
+
+
+def _exit_after(seconds: float) -> None:
+    def force() -> None:
+        from agentplane_server.logs import flush_logs
+
+        log.error(
+            "shutdown did not finish in time (the database is not answering); exiting now. "
+            "Undelivered decisions stay in the decision journal for the next start",
+            extra={"seconds": seconds},
+        )
+        flush_logs()
+        os._exit(1)
+
+    # A thread, not the event loop: it fires even if something blocks the loop.
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import errno
 import logging
-import multiprocessing
 import os
 import signal
 import socket
@@ -153,26 +152,16 @@ def serve(settings: Settings) -> int:
     multiprocess_dir = tempfile.mkdtemp(prefix="agentplane-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiprocess_dir
     if settings.listen.endswith(":0") or settings.http_listen.endswith(":0"):
+        # Workers share fixed ports through SO_REUSEPORT.
         raise SystemExit("--workers > 1 needs fixed ports in --listen and --http-listen")
-    context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_worker_main, args=(settings.model_dump_json(),), daemon=False)
-        for _ in range(settings.workers)
-    ]
-    for worker in workers:
-        worker.start()
+    from agentplane_server.workers import WorkerSupervisor
+
+    supervisor = WorkerSupervisor(settings, multiprocess_dir, _worker_main)
+    supervisor.start()
     _start_metrics(settings, multiprocess_dir)
-
-    def forward(signum: int, _frame: Any) -> None:
-        for worker in workers:
-            if worker.is_alive() and worker.pid:
-                os.kill(worker.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for worker in workers:
-        worker.join()
-    return max((w.exitcode or 0) for w in workers)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    return supervisor.run()
 
 
 ROLES = {"admin": 1, "project_admin": 2, "agent": 3, "reader": 4}

@@ -40,6 +40,24 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; default sqlite in data_dir. "
         "PostgreSQL: postgresql+psycopg://user@host/db",
     )
+    database_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="seconds any wait on the database may take (SQLite busy timeout; "
+        "PostgreSQL connect, pool and statement timeouts) before the call answers UNAVAILABLE",
+    )
+    database_startup_timeout: float = Field(
+        60.0,
+        ge=0,
+        description="seconds `serve` keeps retrying (with backoff) while the database cannot "
+        "be reached at start, before it exits",
+    )
+    database_probe_interval: float = Field(
+        2.0,
+        gt=0,
+        description="seconds between database probes; storage-backed services report "
+        "NOT_SERVING in health while the database is unreachable",
+    )
     metrics_listen: str = Field("127.0.0.1:9464", description="Prometheus /metrics (empty: off)")
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC address for inference")
     triton_timeout: float = Field(
@@ -107,10 +125,17 @@ class Settings(BaseSettings):
         0.1, gt=0, description="seconds a decision log batch may wait to fill"
     )
     decision_log_shutdown_deadline: float = Field(
-        30.0,
+        5.0,
         ge=0,
-        description="seconds to keep retrying the decision log at shutdown before spilling "
-        "it to a file in the data directory",
+        description="seconds after the shutdown grace to keep writing queued decisions to the "
+        "database; what remains stays in the decision journal for the next start. The process "
+        "exits at most this long plus 2 s after the grace, even with the database hung",
+    )
+    decision_journal_sync_interval: float = Field(
+        0.05,
+        gt=0,
+        description="seconds between fdatasyncs of the decision journal (group commit): what "
+        "a machine crash can lose at most; a process crash loses nothing",
     )
     otel_traces: bool = Field(
         False,

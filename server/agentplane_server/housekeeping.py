@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentplane_server.storage.db import Database
+from agentplane_server.storage.errors import storage_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Housekeeping:
         self._task: asyncio.Task | None = None
         self._pg_connection: AsyncConnection | None = None
         self._file_handle: int | None = None
+        self._outage = False  # one warning per database outage, not one per job and tick
 
     def add(self, name: str, interval: float, run: Job) -> None:
         """`run(db)` returns {table: rows removed}; it is called every `interval` seconds."""
@@ -94,10 +96,14 @@ class Housekeeping:
             job.next_run = now + job.interval
             try:
                 removed = await job.run(self.db)
-            except Exception:
+            except Exception as exc:
                 JOB_RUNS.labels(job.name, "error").inc()
-                log.exception("housekeeping job failed", extra={"job": job.name})
+                if storage_unavailable(exc) is None:
+                    log.exception("housekeeping job failed", extra={"job": job.name})
+                else:
+                    self._database_away(exc)
                 continue
+            self._database_back()
             JOB_RUNS.labels(job.name, "ok").inc()
             for table, count in removed.items():
                 if count:
@@ -114,10 +120,26 @@ class Housekeeping:
                     await self.run_due()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("housekeeping loop error")
+            except Exception as exc:
+                if storage_unavailable(exc) is None:
+                    log.exception("housekeeping loop error")
+                else:
+                    self._database_away(exc)
                 await self._release()
             await asyncio.sleep(self.tick)
+
+    def _database_away(self, exc: BaseException) -> None:
+        if not self._outage:
+            self._outage = True
+            log.warning(
+                "housekeeping paused: the database is unavailable; retrying every tick",
+                extra={"error": type(exc).__name__},
+            )
+
+    def _database_back(self) -> None:
+        if self._outage:
+            self._outage = False
+            log.info("housekeeping resumed: the database answers again")
 
     async def _acquire(self) -> bool:
         if self.is_leader:
@@ -131,11 +153,19 @@ class Housekeeping:
                 return False
             self._file_handle = handle
         else:
-            connection = await self.db.engine.connect()
-            got = await connection.scalar(
-                sa.text("SELECT pg_try_advisory_lock(:id)"), {"id": ADVISORY_LOCK_ID}
-            )
-            await connection.commit()
+            connection = None
+            try:
+                async with self.db.bounded():
+                    connection = await self.db.engine.connect()
+                    got = await connection.scalar(
+                        sa.text("SELECT pg_try_advisory_lock(:id)"), {"id": ADVISORY_LOCK_ID}
+                    )
+                    await connection.commit()
+            except Exception:
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.invalidate()
+                raise
             if not got:
                 await connection.close()
                 return False
@@ -146,10 +176,10 @@ class Housekeeping:
 
     async def _release(self) -> None:
         if self._pg_connection is not None:
+            # Closing the session releases its advisory lock, and discarding the connection
+            # (not returning it to the pool) never waits on a database that stopped answering.
             with contextlib.suppress(Exception):
-                await self._pg_connection.scalar(
-                    sa.text("SELECT pg_advisory_unlock(:id)"), {"id": ADVISORY_LOCK_ID}
-                )
+                await self._pg_connection.invalidate()
                 await self._pg_connection.close()
             self._pg_connection = None
         if self._file_handle is not None:

@@ -2,4 +2,4 @@
 /** The version of the Agentplane contract this SDK was generated from. */
 export const CONTRACT_VERSION = "1.0.0-alpha.1";
 /** A digest of the contract's descriptors (comments excluded). */
-export const CONTRACT_DIGEST = "sha256:5511ba10bb6ef6124fa329fda10523687415e889d19b7f3a4e8d278e45b6fa23";
+export const CONTRACT_DIGEST = "sha256:5c7bcd7eb7bf8eba7a675b4693314e25455ab1e2e2614bbcc47148e91f1588de";

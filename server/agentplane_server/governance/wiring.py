@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agentplane_server.governance.classifier import OutputClassifier
-from agentplane_server.governance.decision_log import DecisionLog
+from agentplane_server.governance.decision_log import JOURNAL_DIR, DecisionLog
 from agentplane_server.governance.logic import GovernanceLogic
 from agentplane_server.governance.servicer import GovernanceServicer
 from agentplane_server.governance.store import prune_spend
@@ -46,7 +46,8 @@ def registry_and_governance(
             capacity=settings.decision_log_capacity,
             batch_size=settings.decision_log_batch,
             flush_interval=settings.decision_log_flush_interval,
-            spill_dir=settings.data_dir,
+            journal_dir=settings.data_dir / JOURNAL_DIR,
+            sync_interval=settings.decision_journal_sync_interval,
         ),
         shutdown=state.shutdown,
         classifier=(

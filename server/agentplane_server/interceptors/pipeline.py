@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-import sqlalchemy.exc
 from google.protobuf.message import Message
 
+from agentplane.common.v1.error_reason_pb2 import ErrorReason
 from agentplane_server.context import method_var, principal_var
 from agentplane_server.errors import (
     ApiError,
@@ -25,6 +25,7 @@ from agentplane_server.interceptors import metrics
 from agentplane_server.interceptors.auth import Authenticator, MethodInfo, method_info
 from agentplane_server.interceptors.request_id import begin_request
 from agentplane_server.interceptors.validation import RequestValidator
+from agentplane_server.storage.errors import storage_unavailable
 
 log = logging.getLogger("agentplane.rpc")
 PUBLIC_SERVICES = ("grpc.health.v1.", "grpc.reflection.")
@@ -115,9 +116,10 @@ def as_api_error(exc: BaseException, method: MethodInfo) -> ApiError:
             "server does not serve it yet",
             metadata={"method": f"{method.service}/{method.name}"},
         )
-    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError | OSError):
+    unavailable = storage_unavailable(exc)
+    if unavailable is not None:
         log.warning("storage unavailable: %s", type(exc).__name__)
-        return Unavailable("the database is unavailable; retry with backoff")
+        return unavailable
     log.error("unhandled error", exc_info=exc)
     return Internal("internal error; the server log has details under this request id")
 
@@ -142,6 +144,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         self.validator = validator
         self.access_log = access_log
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        # Set when the server begins to stop: calls that start from then on are answered
+        # UNAVAILABLE at once (see AgentplaneServer.stop), and last_call_started tells when the
+        # queue of arrived calls has emptied.
+        self.draining = False
+        self.last_call_started = 0.0
 
     async def intercept_service(
         self,
@@ -189,6 +196,12 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         """Runs the steps before the servicer; returns the request the servicer gets."""
         metadata = {m.key: m.value for m in context.invocation_metadata() or ()}
         call.request_id = begin_request(metadata, context)
+        self.last_call_started = call.started
+        if self.draining:
+            raise Unavailable(
+                "the server is shutting down; retry",
+                reason=ErrorReason.ERROR_REASON_SERVER_SHUTTING_DOWN,
+            )
         method_var.set(call.method.name)
         auth_context = None if "authorization" in metadata else context.auth_context()
         principal_var.set(

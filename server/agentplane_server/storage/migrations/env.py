@@ -8,7 +8,9 @@ from agentplane_server.storage.tables import metadata
 MIGRATION_LOCK_ID = 0x4147_4D47  # "AGMG"
 config = context.config
 url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
-engine = create_engine(url, poolclass=pool.NullPool)
+engine = create_engine(
+    url, poolclass=pool.NullPool, connect_args=config.attributes.get("connect_args", {})
+)
 with engine.begin() as connection:
     if connection.dialect.name == "postgresql":
         # Replicas starting together migrate one at a time; the others then find the schema

@@ -141,6 +141,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """ERROR_REASON_PROTECTED_RESOURCE: the resource may not be removed (the `default` project, the
     last active admin key). Code FAILED_PRECONDITION; metadata "resource_type", "resource_id".
     """
+    ERROR_REASON_SERVER_SHUTTING_DOWN: _ErrorReason.ValueType  # 30
+    """ERROR_REASON_SERVER_SHUTTING_DOWN: the server is draining before it stops and did not start
+    the call; retry (another replica or worker answers). Code UNAVAILABLE.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the values of `google.rpc.ErrorInfo.reason` that Agentplane sends, always
@@ -267,5 +271,9 @@ data. Code FAILED_PRECONDITION; metadata "project_id".
 ERROR_REASON_PROTECTED_RESOURCE: ErrorReason.ValueType  # 29
 """ERROR_REASON_PROTECTED_RESOURCE: the resource may not be removed (the `default` project, the
 last active admin key). Code FAILED_PRECONDITION; metadata "resource_type", "resource_id".
+"""
+ERROR_REASON_SERVER_SHUTTING_DOWN: ErrorReason.ValueType  # 30
+"""ERROR_REASON_SERVER_SHUTTING_DOWN: the server is draining before it stops and did not start
+the call; retry (another replica or worker answers). Code UNAVAILABLE.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
