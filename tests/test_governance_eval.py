@@ -134,6 +134,19 @@ def test_no_match_uses_the_default_decision() -> None:
     assert allowed.decision == decision_pb2.DECISION_ALLOW
 
 
+def test_a_stored_policy_that_no_longer_compiles_fails_closed() -> None:
+    def broken(policy_id: str, effect: int) -> CompiledPolicy:
+        stored = policy_pb2.Policy(policy_id=policy_id, effect=effect, condition="1 +")
+        return CompiledPolicy.uncompilable(stored, "syntax error")
+
+    allow = policy("allow-all", ALLOW)
+    denied = decide([allow, broken("deny", DENY)], subject(), decision_pb2.DECISION_ALLOW)
+    assert denied.decision == decision_pb2.DECISION_DENY  # the DENY still applies
+    assert any("no longer compiles" in r for r in denied.reasons)
+    allowed_only_by_broken = decide([broken("allow", ALLOW)], subject(), 0)
+    assert allowed_only_by_broken.decision == decision_pb2.DECISION_DENY  # never wider
+
+
 def test_criteria_selectors_trust_and_disabled() -> None:
     by_label = policy("label", ALLOW, agents=policy_pb2.AgentSelector(labels={"team": "billing"}))
     by_glob = policy(

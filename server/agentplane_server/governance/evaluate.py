@@ -156,6 +156,15 @@ class CompiledPolicy(Rule):
             policy, index, compile_condition(policy.condition) if policy.condition else None
         )
 
+    @classmethod
+    def uncompilable(cls, policy: policy_pb2.Policy, problem: str) -> CompiledPolicy:
+        """A stored policy whose condition no longer compiles (e.g. under a stricter limit of a
+        newer version): its condition fails on every request, so a DENY or REQUIRE_APPROVAL
+        policy still applies and an ALLOW policy does not. Failing closed, never wider."""
+        compiled = cls.__new__(cls)
+        Rule.__init__(compiled, policy, -1, _BrokenCondition(problem))
+        return compiled
+
     def condition_result(self, subject: Subject) -> tuple[bool, str]:
         """(matched, evaluation error). An error matches DENY and REQUIRE_APPROVAL policies
         and does not match ALLOW policies: an error never widens access."""
@@ -167,6 +176,18 @@ class CompiledPolicy(Rule):
             return self.effect != ALLOW, str(exc)
         except Exception as exc:
             return self.effect != ALLOW, str(exc)[:300] or type(exc).__name__
+
+
+class _BrokenCondition:
+    """Stands in for a stored condition that no longer compiles."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+    def evaluate(self, bindings: Any) -> bool:
+        raise EvaluationError(f"the stored condition no longer compiles: {self.problem}")
 
 
 def decide(

@@ -136,10 +136,15 @@ class ProjectSnapshot:
             if known is not None and known.version == row.version:
                 policies[row.policy_id] = known  # unchanged: keep the compiled form
                 continue
+            policy = policy_from_row(row)
             try:
-                policies[row.policy_id] = CompiledPolicy(policy_from_row(row))
-            except Exception:  # a stored policy that no longer compiles never matches
-                log.exception("stored policy does not compile", extra={"policy": row.policy_id})
+                policies[row.policy_id] = CompiledPolicy(policy)
+            except Exception as exc:  # fails closed: see CompiledPolicy.uncompilable
+                log.warning(
+                    "stored policy does not compile; its condition fails on every request",
+                    extra={"policy": row.policy_id, "problem": str(exc)[:300]},
+                )
+                policies[row.policy_id] = CompiledPolicy.uncompilable(policy, str(exc)[:300])
         self.policies = policies
         self.ordered = sorted((p for p in policies.values() if p.enabled), key=lambda p: p.sort_key)
         self.settings = settings
