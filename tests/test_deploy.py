@@ -144,7 +144,7 @@ def test_every_overlay_renders_valid_and_hardened(overlay: str, tmp_path: Path) 
     pod = server["spec"]["template"]["spec"]
     container = pod["containers"][0]
     env = {e["name"]: e for e in container["env"]}
-    # The bootstrap admin key and TLS come from Secrets; the spill file from a per-pod volume.
+    # The bootstrap admin key and TLS come from Secrets; the decision journal on a per-pod volume.
     assert env["AGENTPLANE_BOOTSTRAP_ADMIN_KEY"]["value"].startswith("/etc/agentplane/admin/")
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["admin-key"]["secret"]["secretName"] == "agentplane-admin"
