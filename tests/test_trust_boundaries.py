@@ -434,3 +434,15 @@ def test_bytes_that_do_not_parse_answer_invalid_argument_on_every_rpc(fleet: Fle
     logs = fleet.server.logs()
     assert "Traceback" not in logs
     assert logs.count("malformed request bytes") <= 3, "the warning is rate-limited"
+
+
+def test_public_methods_still_answer_behind_the_malformed_bytes_check(fleet: Fleet) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(fleet.server.channel())
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    first = next(watch)  # Watch writes through its context rather than yielding
+    watch.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    check = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert check.status == health_pb2.HealthCheckResponse.SERVING
