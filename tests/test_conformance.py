@@ -16,7 +16,6 @@ below and ``match`` in sdk-typescript-gen/test/conformance.ts must stay alike.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import secrets
@@ -42,20 +41,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from serverproc import ServerProcess
 
+from agentplane.contract import contract_services
+
 SCENARIO_DIR = Path(__file__).parent / "conformance"
-PACKAGES = ("session", "feedback", "trace", "registry", "governance", "inference", "admin")
-
-
-def _services() -> dict[str, ServiceDescriptor]:
-    found: dict[str, ServiceDescriptor] = {}
-    for package in PACKAGES:
-        module = importlib.import_module(f"agentplane.{package}.v1.{package}_service_pb2")
-        for service in module.DESCRIPTOR.services_by_name.values():
-            found[service.name] = service
-    return found
-
-
-SERVICES = _services()
+SERVICES: dict[str, ServiceDescriptor] = {s.name: s.descriptor for s in contract_services()}
 
 
 class CoreSchemaLoader(yaml.SafeLoader):

@@ -19,18 +19,11 @@ from serverproc import free_port
 
 import agentplane
 from agentplane.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
+from agentplane.contract import contract_services
 from agentplane.session.v1 import session_service_pb2 as pb
 from agentplane.session.v1 import session_service_pb2_grpc as rpc
 
-CONTRACT_SERVICES = [
-    "agentplane.session.v1.SessionService",
-    "agentplane.feedback.v1.FeedbackService",
-    "agentplane.trace.v1.TraceService",
-    "agentplane.registry.v1.RegistryService",
-    "agentplane.governance.v1.GovernanceService",
-    "agentplane.inference.v1.InferenceService",
-    "agentplane.admin.v1.AdminService",
-]
+CONTRACT_SERVICES = [s.full_name for s in contract_services()]
 
 
 def test_health_per_service(server) -> None:  # type: ignore[no-untyped-def]

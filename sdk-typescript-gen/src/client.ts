@@ -57,29 +57,13 @@ import {
 } from "./config.js";
 import { CancelledError, fromConnectError, type RpcError } from "./errors.js";
 import { CONTRACT_DIGEST, CONTRACT_VERSION } from "./gen/contract.js";
-import {
-  AdminService,
-  type GetServerInfoResponse,
-} from "./gen/agentplane/admin/v1/admin_service_pb.js";
-import { FeedbackService } from "./gen/agentplane/feedback/v1/feedback_service_pb.js";
-import { GovernanceService } from "./gen/agentplane/governance/v1/governance_service_pb.js";
-import { InferenceService } from "./gen/agentplane/inference/v1/inference_service_pb.js";
-import { RegistryService } from "./gen/agentplane/registry/v1/registry_service_pb.js";
-import { SessionService } from "./gen/agentplane/session/v1/session_service_pb.js";
-import { TraceService } from "./gen/agentplane/trace/v1/trace_service_pb.js";
+import type { GetServerInfoResponse } from "./gen/agentplane/admin/v1/admin_service_pb.js";
+import { SERVICES } from "./gen/services.js";
 
 export const SDK_VERSION = "0.1.0";
 
-/** Each service, under the name its client has on AgentplaneClient (as in the Python SDK). */
-export const SERVICES = {
-  sessions: SessionService,
-  feedback: FeedbackService,
-  traces: TraceService,
-  registry: RegistryService,
-  governance: GovernanceService,
-  inference: InferenceService,
-  admin: AdminService,
-} as const;
+// Each service, under the name its client has on AgentplaneClient: derived from the contract.
+export { SERVICES };
 
 export type ServiceName = keyof typeof SERVICES;
 

@@ -34,6 +34,7 @@ from agentplane._services import SERVICE_CLIENTS
 from agentplane._transport import _prepare
 from agentplane.admin.v1 import admin_service_pb2, api_key_pb2
 from agentplane.common.v1 import error_reason_pb2
+from agentplane.contract import contract_services
 from agentplane.session.v1 import session_pb2, session_service_pb2
 from sdk.sdkutil import new_project, uid
 
@@ -306,27 +307,15 @@ def test_client_side_validation(server) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_every_rpc_has_sync_and_async_methods() -> None:
-    for _, sync_class, async_class in SERVICE_CLIENTS:
-        module = importlib.import_module(
-            sync_class.service_name.rsplit(".", 1)[0]
-            + "."
-            + {
-                "SessionService": "session_service_pb2",
-                "FeedbackService": "feedback_service_pb2",
-                "TraceService": "trace_service_pb2",
-                "RegistryService": "registry_service_pb2",
-                "GovernanceService": "governance_service_pb2",
-                "InferenceService": "inference_service_pb2",
-                "AdminService": "admin_service_pb2",
-            }[sync_class.service_name.rsplit(".", 1)[1]]
-        )
-        service = module.DESCRIPTOR.services_by_name[sync_class.service_name.rsplit(".", 1)[1]]
-        for method in service.methods:
+    clients = {sync.service_name: (sync, async_) for _, sync, async_ in SERVICE_CLIENTS}
+    assert set(clients) == {s.full_name for s in contract_services()}
+    for service in contract_services():
+        sync_class, async_class = clients[service.full_name]
+        for method in service.descriptor.methods:
             name = "".join(f"_{c.lower()}" if c.isupper() else c for c in method.name)[1:]
             assert hasattr(sync_class, name) and hasattr(async_class, name), method.full_name
             if "page_token" in method.input_type.fields_by_name:
                 assert hasattr(sync_class, f"{name}_page"), method.full_name
-    assert len(SERVICE_CLIENTS) == 7
 
 
 def test_generated_sub_clients_are_fresh() -> None:

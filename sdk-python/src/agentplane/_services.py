@@ -73,80 +73,86 @@ def _mask(paths: Iterable[str] | field_mask_pb2.FieldMask | None) -> Any:
     return field_mask_pb2.FieldMask(paths=list(paths))
 
 
-# --- agentplane.session.v1.SessionService
-_SESSION_SERVICE_CREATE_SESSION = MethodSpec(
-    path="/agentplane.session.v1.SessionService/CreateSession",
-    request_type=session_service_pb2.CreateSessionRequest,
-    response_type=session_service_pb2.CreateSessionResponse,
+# --- agentplane.admin.v1.AdminService
+_ADMIN_SERVICE_GET_SERVER_INFO = MethodSpec(
+    path="/agentplane.admin.v1.AdminService/GetServerInfo",
+    request_type=admin_service_pb2.GetServerInfoRequest,
+    response_type=admin_service_pb2.GetServerInfoResponse,
+    idempotent=True,
+    has_request_id=False,
+)
+_ADMIN_SERVICE_CREATE_PROJECT = MethodSpec(
+    path="/agentplane.admin.v1.AdminService/CreateProject",
+    request_type=admin_service_pb2.CreateProjectRequest,
+    response_type=admin_service_pb2.CreateProjectResponse,
     idempotent=False,
     has_request_id=True,
 )
-_SESSION_SERVICE_GET_SESSION = MethodSpec(
-    path="/agentplane.session.v1.SessionService/GetSession",
-    request_type=session_service_pb2.GetSessionRequest,
-    response_type=session_service_pb2.GetSessionResponse,
+_ADMIN_SERVICE_GET_PROJECT = MethodSpec(
+    path="/agentplane.admin.v1.AdminService/GetProject",
+    request_type=admin_service_pb2.GetProjectRequest,
+    response_type=admin_service_pb2.GetProjectResponse,
     idempotent=True,
     has_request_id=False,
 )
-_SESSION_SERVICE_LIST_SESSIONS = MethodSpec(
-    path="/agentplane.session.v1.SessionService/ListSessions",
-    request_type=session_service_pb2.ListSessionsRequest,
-    response_type=session_service_pb2.ListSessionsResponse,
+_ADMIN_SERVICE_LIST_PROJECTS = MethodSpec(
+    path="/agentplane.admin.v1.AdminService/ListProjects",
+    request_type=admin_service_pb2.ListProjectsRequest,
+    response_type=admin_service_pb2.ListProjectsResponse,
     idempotent=True,
     has_request_id=False,
-    items_field="sessions",
+    items_field="projects",
 )
-_SESSION_SERVICE_UPDATE_SESSION = MethodSpec(
-    path="/agentplane.session.v1.SessionService/UpdateSession",
-    request_type=session_service_pb2.UpdateSessionRequest,
-    response_type=session_service_pb2.UpdateSessionResponse,
+_ADMIN_SERVICE_UPDATE_PROJECT = MethodSpec(
+    path="/agentplane.admin.v1.AdminService/UpdateProject",
+    request_type=admin_service_pb2.UpdateProjectRequest,
+    response_type=admin_service_pb2.UpdateProjectResponse,
     idempotent=False,
     has_request_id=False,
 )
-_SESSION_SERVICE_DELETE_SESSION = MethodSpec(
-    path="/agentplane.session.v1.SessionService/DeleteSession",
-    request_type=session_service_pb2.DeleteSessionRequest,
-    response_type=session_service_pb2.DeleteSessionResponse,
+_ADMIN_SERVICE_DELETE_PROJECT = MethodSpec(
+    path="/agentplane.admin.v1.AdminService/DeleteProject",
+    request_type=admin_service_pb2.DeleteProjectRequest,
+    response_type=admin_service_pb2.DeleteProjectResponse,
     idempotent=True,
     has_request_id=False,
 )
-_SESSION_SERVICE_APPEND_MESSAGES = MethodSpec(
-    path="/agentplane.session.v1.SessionService/AppendMessages",
-    request_type=session_service_pb2.AppendMessagesRequest,
-    response_type=session_service_pb2.AppendMessagesResponse,
-    idempotent=False,
-    has_request_id=True,
-)
-_SESSION_SERVICE_LIST_MESSAGES = MethodSpec(
-    path="/agentplane.session.v1.SessionService/ListMessages",
-    request_type=session_service_pb2.ListMessagesRequest,
-    response_type=session_service_pb2.ListMessagesResponse,
-    idempotent=True,
-    has_request_id=False,
-    items_field="messages",
-)
-_SESSION_SERVICE_FORK_SESSION = MethodSpec(
-    path="/agentplane.session.v1.SessionService/ForkSession",
-    request_type=session_service_pb2.ForkSessionRequest,
-    response_type=session_service_pb2.ForkSessionResponse,
+_ADMIN_SERVICE_CREATE_API_KEY = MethodSpec(
+    path="/agentplane.admin.v1.AdminService/CreateApiKey",
+    request_type=admin_service_pb2.CreateApiKeyRequest,
+    response_type=admin_service_pb2.CreateApiKeyResponse,
     idempotent=False,
     has_request_id=True,
 )
-_SESSION_SERVICE_GET_SESSION_USAGE = MethodSpec(
-    path="/agentplane.session.v1.SessionService/GetSessionUsage",
-    request_type=session_service_pb2.GetSessionUsageRequest,
-    response_type=session_service_pb2.GetSessionUsageResponse,
+_ADMIN_SERVICE_GET_API_KEY = MethodSpec(
+    path="/agentplane.admin.v1.AdminService/GetApiKey",
+    request_type=admin_service_pb2.GetApiKeyRequest,
+    response_type=admin_service_pb2.GetApiKeyResponse,
     idempotent=True,
     has_request_id=False,
 )
-_SESSION_SERVICE_WATCH_SESSION = MethodSpec(
-    path="/agentplane.session.v1.SessionService/WatchSession",
-    request_type=session_service_pb2.WatchSessionRequest,
-    response_type=session_service_pb2.WatchSessionResponse,
+_ADMIN_SERVICE_LIST_API_KEYS = MethodSpec(
+    path="/agentplane.admin.v1.AdminService/ListApiKeys",
+    request_type=admin_service_pb2.ListApiKeysRequest,
+    response_type=admin_service_pb2.ListApiKeysResponse,
     idempotent=True,
     has_request_id=False,
-    streaming=True,
-    long_lived=True,
+    items_field="api_keys",
+)
+_ADMIN_SERVICE_REVOKE_API_KEY = MethodSpec(
+    path="/agentplane.admin.v1.AdminService/RevokeApiKey",
+    request_type=admin_service_pb2.RevokeApiKeyRequest,
+    response_type=admin_service_pb2.RevokeApiKeyResponse,
+    idempotent=True,
+    has_request_id=False,
+)
+_ADMIN_SERVICE_LIST_AUDIT_EVENTS = MethodSpec(
+    path="/agentplane.admin.v1.AdminService/ListAuditEvents",
+    request_type=admin_service_pb2.ListAuditEventsRequest,
+    response_type=admin_service_pb2.ListAuditEventsResponse,
+    idempotent=True,
+    has_request_id=False,
+    items_field="audit_events",
 )
 # --- agentplane.feedback.v1.FeedbackService
 _FEEDBACK_SERVICE_CREATE_FEEDBACK = MethodSpec(
@@ -205,82 +211,6 @@ _FEEDBACK_SERVICE_SUBMIT_FEEDBACK = MethodSpec(
     response_type=feedback_service_pb2.SubmitFeedbackResponse,
     idempotent=False,
     has_request_id=False,
-)
-# --- agentplane.trace.v1.TraceService
-_TRACE_SERVICE_LIST_TRACES = MethodSpec(
-    path="/agentplane.trace.v1.TraceService/ListTraces",
-    request_type=trace_service_pb2.ListTracesRequest,
-    response_type=trace_service_pb2.ListTracesResponse,
-    idempotent=True,
-    has_request_id=False,
-    items_field="traces",
-)
-_TRACE_SERVICE_GET_TRACE = MethodSpec(
-    path="/agentplane.trace.v1.TraceService/GetTrace",
-    request_type=trace_service_pb2.GetTraceRequest,
-    response_type=trace_service_pb2.GetTraceResponse,
-    idempotent=True,
-    has_request_id=False,
-)
-# --- agentplane.registry.v1.RegistryService
-_REGISTRY_SERVICE_REGISTER_AGENT = MethodSpec(
-    path="/agentplane.registry.v1.RegistryService/RegisterAgent",
-    request_type=registry_service_pb2.RegisterAgentRequest,
-    response_type=registry_service_pb2.RegisterAgentResponse,
-    idempotent=True,
-    has_request_id=False,
-)
-_REGISTRY_SERVICE_HEARTBEAT_AGENT = MethodSpec(
-    path="/agentplane.registry.v1.RegistryService/HeartbeatAgent",
-    request_type=registry_service_pb2.HeartbeatAgentRequest,
-    response_type=registry_service_pb2.HeartbeatAgentResponse,
-    idempotent=True,
-    has_request_id=False,
-)
-_REGISTRY_SERVICE_DEREGISTER_AGENT = MethodSpec(
-    path="/agentplane.registry.v1.RegistryService/DeregisterAgent",
-    request_type=registry_service_pb2.DeregisterAgentRequest,
-    response_type=registry_service_pb2.DeregisterAgentResponse,
-    idempotent=True,
-    has_request_id=False,
-)
-_REGISTRY_SERVICE_GET_AGENT = MethodSpec(
-    path="/agentplane.registry.v1.RegistryService/GetAgent",
-    request_type=registry_service_pb2.GetAgentRequest,
-    response_type=registry_service_pb2.GetAgentResponse,
-    idempotent=True,
-    has_request_id=False,
-)
-_REGISTRY_SERVICE_GET_AGENT_CARD = MethodSpec(
-    path="/agentplane.registry.v1.RegistryService/GetAgentCard",
-    request_type=registry_service_pb2.GetAgentCardRequest,
-    response_type=registry_service_pb2.GetAgentCardResponse,
-    idempotent=True,
-    has_request_id=False,
-)
-_REGISTRY_SERVICE_LIST_AGENTS = MethodSpec(
-    path="/agentplane.registry.v1.RegistryService/ListAgents",
-    request_type=registry_service_pb2.ListAgentsRequest,
-    response_type=registry_service_pb2.ListAgentsResponse,
-    idempotent=True,
-    has_request_id=False,
-    items_field="agents",
-)
-_REGISTRY_SERVICE_UPDATE_AGENT = MethodSpec(
-    path="/agentplane.registry.v1.RegistryService/UpdateAgent",
-    request_type=registry_service_pb2.UpdateAgentRequest,
-    response_type=registry_service_pb2.UpdateAgentResponse,
-    idempotent=False,
-    has_request_id=False,
-)
-_REGISTRY_SERVICE_WATCH_AGENTS = MethodSpec(
-    path="/agentplane.registry.v1.RegistryService/WatchAgents",
-    request_type=registry_service_pb2.WatchAgentsRequest,
-    response_type=registry_service_pb2.WatchAgentsResponse,
-    idempotent=True,
-    has_request_id=False,
-    streaming=True,
-    long_lived=True,
 )
 # --- agentplane.governance.v1.GovernanceService
 _GOVERNANCE_SERVICE_CHECK_PERMISSION = MethodSpec(
@@ -479,140 +409,237 @@ _INFERENCE_SERVICE_GET_MODEL = MethodSpec(
     idempotent=True,
     has_request_id=False,
 )
-# --- agentplane.admin.v1.AdminService
-_ADMIN_SERVICE_GET_SERVER_INFO = MethodSpec(
-    path="/agentplane.admin.v1.AdminService/GetServerInfo",
-    request_type=admin_service_pb2.GetServerInfoRequest,
-    response_type=admin_service_pb2.GetServerInfoResponse,
+# --- agentplane.registry.v1.RegistryService
+_REGISTRY_SERVICE_REGISTER_AGENT = MethodSpec(
+    path="/agentplane.registry.v1.RegistryService/RegisterAgent",
+    request_type=registry_service_pb2.RegisterAgentRequest,
+    response_type=registry_service_pb2.RegisterAgentResponse,
     idempotent=True,
     has_request_id=False,
 )
-_ADMIN_SERVICE_CREATE_PROJECT = MethodSpec(
-    path="/agentplane.admin.v1.AdminService/CreateProject",
-    request_type=admin_service_pb2.CreateProjectRequest,
-    response_type=admin_service_pb2.CreateProjectResponse,
+_REGISTRY_SERVICE_HEARTBEAT_AGENT = MethodSpec(
+    path="/agentplane.registry.v1.RegistryService/HeartbeatAgent",
+    request_type=registry_service_pb2.HeartbeatAgentRequest,
+    response_type=registry_service_pb2.HeartbeatAgentResponse,
+    idempotent=True,
+    has_request_id=False,
+)
+_REGISTRY_SERVICE_DEREGISTER_AGENT = MethodSpec(
+    path="/agentplane.registry.v1.RegistryService/DeregisterAgent",
+    request_type=registry_service_pb2.DeregisterAgentRequest,
+    response_type=registry_service_pb2.DeregisterAgentResponse,
+    idempotent=True,
+    has_request_id=False,
+)
+_REGISTRY_SERVICE_GET_AGENT = MethodSpec(
+    path="/agentplane.registry.v1.RegistryService/GetAgent",
+    request_type=registry_service_pb2.GetAgentRequest,
+    response_type=registry_service_pb2.GetAgentResponse,
+    idempotent=True,
+    has_request_id=False,
+)
+_REGISTRY_SERVICE_GET_AGENT_CARD = MethodSpec(
+    path="/agentplane.registry.v1.RegistryService/GetAgentCard",
+    request_type=registry_service_pb2.GetAgentCardRequest,
+    response_type=registry_service_pb2.GetAgentCardResponse,
+    idempotent=True,
+    has_request_id=False,
+)
+_REGISTRY_SERVICE_LIST_AGENTS = MethodSpec(
+    path="/agentplane.registry.v1.RegistryService/ListAgents",
+    request_type=registry_service_pb2.ListAgentsRequest,
+    response_type=registry_service_pb2.ListAgentsResponse,
+    idempotent=True,
+    has_request_id=False,
+    items_field="agents",
+)
+_REGISTRY_SERVICE_UPDATE_AGENT = MethodSpec(
+    path="/agentplane.registry.v1.RegistryService/UpdateAgent",
+    request_type=registry_service_pb2.UpdateAgentRequest,
+    response_type=registry_service_pb2.UpdateAgentResponse,
+    idempotent=False,
+    has_request_id=False,
+)
+_REGISTRY_SERVICE_WATCH_AGENTS = MethodSpec(
+    path="/agentplane.registry.v1.RegistryService/WatchAgents",
+    request_type=registry_service_pb2.WatchAgentsRequest,
+    response_type=registry_service_pb2.WatchAgentsResponse,
+    idempotent=True,
+    has_request_id=False,
+    streaming=True,
+    long_lived=True,
+)
+# --- agentplane.session.v1.SessionService
+_SESSION_SERVICE_CREATE_SESSION = MethodSpec(
+    path="/agentplane.session.v1.SessionService/CreateSession",
+    request_type=session_service_pb2.CreateSessionRequest,
+    response_type=session_service_pb2.CreateSessionResponse,
     idempotent=False,
     has_request_id=True,
 )
-_ADMIN_SERVICE_GET_PROJECT = MethodSpec(
-    path="/agentplane.admin.v1.AdminService/GetProject",
-    request_type=admin_service_pb2.GetProjectRequest,
-    response_type=admin_service_pb2.GetProjectResponse,
+_SESSION_SERVICE_GET_SESSION = MethodSpec(
+    path="/agentplane.session.v1.SessionService/GetSession",
+    request_type=session_service_pb2.GetSessionRequest,
+    response_type=session_service_pb2.GetSessionResponse,
     idempotent=True,
     has_request_id=False,
 )
-_ADMIN_SERVICE_LIST_PROJECTS = MethodSpec(
-    path="/agentplane.admin.v1.AdminService/ListProjects",
-    request_type=admin_service_pb2.ListProjectsRequest,
-    response_type=admin_service_pb2.ListProjectsResponse,
+_SESSION_SERVICE_LIST_SESSIONS = MethodSpec(
+    path="/agentplane.session.v1.SessionService/ListSessions",
+    request_type=session_service_pb2.ListSessionsRequest,
+    response_type=session_service_pb2.ListSessionsResponse,
     idempotent=True,
     has_request_id=False,
-    items_field="projects",
+    items_field="sessions",
 )
-_ADMIN_SERVICE_UPDATE_PROJECT = MethodSpec(
-    path="/agentplane.admin.v1.AdminService/UpdateProject",
-    request_type=admin_service_pb2.UpdateProjectRequest,
-    response_type=admin_service_pb2.UpdateProjectResponse,
+_SESSION_SERVICE_UPDATE_SESSION = MethodSpec(
+    path="/agentplane.session.v1.SessionService/UpdateSession",
+    request_type=session_service_pb2.UpdateSessionRequest,
+    response_type=session_service_pb2.UpdateSessionResponse,
     idempotent=False,
     has_request_id=False,
 )
-_ADMIN_SERVICE_DELETE_PROJECT = MethodSpec(
-    path="/agentplane.admin.v1.AdminService/DeleteProject",
-    request_type=admin_service_pb2.DeleteProjectRequest,
-    response_type=admin_service_pb2.DeleteProjectResponse,
+_SESSION_SERVICE_DELETE_SESSION = MethodSpec(
+    path="/agentplane.session.v1.SessionService/DeleteSession",
+    request_type=session_service_pb2.DeleteSessionRequest,
+    response_type=session_service_pb2.DeleteSessionResponse,
     idempotent=True,
     has_request_id=False,
 )
-_ADMIN_SERVICE_CREATE_API_KEY = MethodSpec(
-    path="/agentplane.admin.v1.AdminService/CreateApiKey",
-    request_type=admin_service_pb2.CreateApiKeyRequest,
-    response_type=admin_service_pb2.CreateApiKeyResponse,
+_SESSION_SERVICE_APPEND_MESSAGES = MethodSpec(
+    path="/agentplane.session.v1.SessionService/AppendMessages",
+    request_type=session_service_pb2.AppendMessagesRequest,
+    response_type=session_service_pb2.AppendMessagesResponse,
     idempotent=False,
     has_request_id=True,
 )
-_ADMIN_SERVICE_GET_API_KEY = MethodSpec(
-    path="/agentplane.admin.v1.AdminService/GetApiKey",
-    request_type=admin_service_pb2.GetApiKeyRequest,
-    response_type=admin_service_pb2.GetApiKeyResponse,
+_SESSION_SERVICE_LIST_MESSAGES = MethodSpec(
+    path="/agentplane.session.v1.SessionService/ListMessages",
+    request_type=session_service_pb2.ListMessagesRequest,
+    response_type=session_service_pb2.ListMessagesResponse,
+    idempotent=True,
+    has_request_id=False,
+    items_field="messages",
+)
+_SESSION_SERVICE_FORK_SESSION = MethodSpec(
+    path="/agentplane.session.v1.SessionService/ForkSession",
+    request_type=session_service_pb2.ForkSessionRequest,
+    response_type=session_service_pb2.ForkSessionResponse,
+    idempotent=False,
+    has_request_id=True,
+)
+_SESSION_SERVICE_GET_SESSION_USAGE = MethodSpec(
+    path="/agentplane.session.v1.SessionService/GetSessionUsage",
+    request_type=session_service_pb2.GetSessionUsageRequest,
+    response_type=session_service_pb2.GetSessionUsageResponse,
     idempotent=True,
     has_request_id=False,
 )
-_ADMIN_SERVICE_LIST_API_KEYS = MethodSpec(
-    path="/agentplane.admin.v1.AdminService/ListApiKeys",
-    request_type=admin_service_pb2.ListApiKeysRequest,
-    response_type=admin_service_pb2.ListApiKeysResponse,
+_SESSION_SERVICE_WATCH_SESSION = MethodSpec(
+    path="/agentplane.session.v1.SessionService/WatchSession",
+    request_type=session_service_pb2.WatchSessionRequest,
+    response_type=session_service_pb2.WatchSessionResponse,
     idempotent=True,
     has_request_id=False,
-    items_field="api_keys",
+    streaming=True,
+    long_lived=True,
 )
-_ADMIN_SERVICE_REVOKE_API_KEY = MethodSpec(
-    path="/agentplane.admin.v1.AdminService/RevokeApiKey",
-    request_type=admin_service_pb2.RevokeApiKeyRequest,
-    response_type=admin_service_pb2.RevokeApiKeyResponse,
+# --- agentplane.trace.v1.TraceService
+_TRACE_SERVICE_LIST_TRACES = MethodSpec(
+    path="/agentplane.trace.v1.TraceService/ListTraces",
+    request_type=trace_service_pb2.ListTracesRequest,
+    response_type=trace_service_pb2.ListTracesResponse,
     idempotent=True,
     has_request_id=False,
+    items_field="traces",
 )
-_ADMIN_SERVICE_LIST_AUDIT_EVENTS = MethodSpec(
-    path="/agentplane.admin.v1.AdminService/ListAuditEvents",
-    request_type=admin_service_pb2.ListAuditEventsRequest,
-    response_type=admin_service_pb2.ListAuditEventsResponse,
+_TRACE_SERVICE_GET_TRACE = MethodSpec(
+    path="/agentplane.trace.v1.TraceService/GetTrace",
+    request_type=trace_service_pb2.GetTraceRequest,
+    response_type=trace_service_pb2.GetTraceResponse,
     idempotent=True,
     has_request_id=False,
-    items_field="audit_events",
 )
 
 
-class SessionServiceClient:
-    """SessionService stores conversations that span agents: sessions, their ordered messages,
-    forks, usage totals and a live watch. Every call is scoped to the caller's project.
+class AdminServiceClient:
+    """AdminService manages projects (tenants), API keys and their roles, reads the audit log of
+    administrative changes, and tells a caller which server, contract and identity it is talking
+    to. Key and audit calls act on the caller's project; a ROLE_ADMIN key acts on another project
+    by sending `x-agentplane-project: <project_id>` metadata. Every change is recorded as an
+    AuditEvent.
 
-    Reached as Client.sessions; the generated stub is .stub.
+    Reached as Client.admin; the generated stub is .stub.
     """
 
-    service_name = "agentplane.session.v1.SessionService"
+    service_name = "agentplane.admin.v1.AdminService"
 
     def __init__(self, transport: SyncTransport | NullTransport) -> None:
         self._transport = transport
-        self.stub: session_service_pb2_grpc.SessionServiceStub | None = (
-            session_service_pb2_grpc.SessionServiceStub(transport.channel)
+        self.stub: admin_service_pb2_grpc.AdminServiceStub | None = (
+            admin_service_pb2_grpc.AdminServiceStub(transport.channel)
             if transport.channel is not None
             else None
         )
 
-    def create_session(
+    def get_server_info(
         self,
-        request: session_service_pb2.CreateSessionRequest | None = None,
+        request: admin_service_pb2.GetServerInfoRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
-        title: str | None = None,
-        user_id: str | None = None,
-        agent_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> admin_service_pb2.GetServerInfoResponse:
+        """GetServerInfo returns the server's version, the contract version and digest it speaks,
+        its services and features, and the caller's identity ("whoami"). Any valid credential may
+        call it, e.g. `grpcurl -H 'authorization: Bearer ...' host:50051
+        agentplane.admin.v1.AdminService/GetServerInfo`.
+
+        Errors: UNAUTHENTICATED.
+        """
+        message, owned = _request(admin_service_pb2.GetServerInfoRequest, request)
+        return self._transport.unary(
+            _ADMIN_SERVICE_GET_SERVER_INFO,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def create_project(
+        self,
+        request: admin_service_pb2.CreateProjectRequest | None = None,
+        /,
+        *,
+        project_id: str | None = None,
+        display_name: str | None = None,
+        settings: project_pb2.ProjectSettings | Mapping[str, Any] | None = None,
         labels: Mapping[str, str] | None = None,
-        metadata: Mapping[str, Any] | struct_pb2.Struct | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.CreateSessionResponse:
-        """CreateSession creates a session, with the caller's id or a generated one.
+    ) -> admin_service_pb2.CreateProjectResponse:
+        """CreateProject creates a project with the caller's id. It holds no keys: create them with
+        CreateApiKey and `x-agentplane-project`. Needs ROLE_ADMIN.
 
-        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (session_id taken, or request_id
-        reused with a different request), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (project_id taken,
+        ERROR_REASON_RESOURCE_ALREADY_EXISTS; or request_id reused with a different request,
+        ERROR_REASON_REQUEST_ID_CONFLICT), UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            session_service_pb2.CreateSessionRequest,
+            admin_service_pb2.CreateProjectRequest,
             request,
-            session_id=session_id,
-            title=title,
-            user_id=user_id,
-            agent_id=agent_id,
+            project_id=project_id,
+            display_name=display_name,
+            settings=settings,
             labels=labels,
-            metadata=metadata,
             request_id=request_id,
         )
         return self._transport.unary(
-            _SESSION_SERVICE_CREATE_SESSION,
+            _ADMIN_SERVICE_CREATE_PROJECT,
             message,
             owned=owned,
             timeout=timeout,
@@ -620,27 +647,29 @@ class SessionServiceClient:
             headers=headers,
         )
 
-    def get_session(
+    def get_project(
         self,
-        request: session_service_pb2.GetSessionRequest | None = None,
+        request: admin_service_pb2.GetProjectRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
+        project_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.GetSessionResponse:
-        """GetSession returns one session with its totals.
+    ) -> admin_service_pb2.GetProjectResponse:
+        """GetProject returns one project. ROLE_ADMIN may read any project; other roles only their
+        own.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (ERROR_REASON_RESOURCE_NOT_FOUND with resource_type
+        "project"), UNAUTHENTICATED, PERMISSION_DENIED (another project).
         """
         message, owned = _request(
-            session_service_pb2.GetSessionRequest,
+            admin_service_pb2.GetProjectRequest,
             request,
-            session_id=session_id,
+            project_id=project_id,
         )
         return self._transport.unary(
-            _SESSION_SERVICE_GET_SESSION,
+            _ADMIN_SERVICE_GET_PROJECT,
             message,
             owned=owned,
             timeout=timeout,
@@ -648,40 +677,31 @@ class SessionServiceClient:
             headers=headers,
         )
 
-    def list_sessions(
+    def list_projects(
         self,
-        request: session_service_pb2.ListSessionsRequest | None = None,
+        request: admin_service_pb2.ListProjectsRequest | None = None,
         /,
         *,
         page_size: int | None = None,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
-        state: session_pb2.SessionState.ValueType | str | None = None,
-        parent_session_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> Iterator[session_pb2.Session]:
-        """ListSessions lists sessions, newest first, filtered by user, agent, state and time.
+    ) -> Iterator[project_pb2.Project]:
+        """ListProjects lists projects ordered by project_id: every project for ROLE_ADMIN, only the
+        caller's own for other roles.
 
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad page_token), UNAUTHENTICATED.
 
         Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_sessions_page returns one page.
+        is read. list_projects_page returns one page.
         """
         message, owned = _request(
-            session_service_pb2.ListSessionsRequest,
+            admin_service_pb2.ListProjectsRequest,
             request,
             page_size=page_size,
-            user_id=user_id,
-            agent_id=agent_id,
-            create_time=create_time,
-            state=state,
-            parent_session_id=parent_session_id,
         )
         return self._transport.paginate(
-            _SESSION_SERVICE_LIST_SESSIONS,
+            _ADMIN_SERVICE_LIST_PROJECTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -689,41 +709,32 @@ class SessionServiceClient:
             headers=headers,
         )
 
-    def list_sessions_page(
+    def list_projects_page(
         self,
-        request: session_service_pb2.ListSessionsRequest | None = None,
+        request: admin_service_pb2.ListProjectsRequest | None = None,
         /,
         *,
         page_size: int | None = None,
         page_token: str | None = None,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
-        state: session_pb2.SessionState.ValueType | str | None = None,
-        parent_session_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.ListSessionsResponse:
-        """ListSessions lists sessions, newest first, filtered by user, agent, state and time.
+    ) -> admin_service_pb2.ListProjectsResponse:
+        """ListProjects lists projects ordered by project_id: every project for ROLE_ADMIN, only the
+        caller's own for other roles.
 
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad page_token), UNAUTHENTICATED.
 
         Returns one page: pass its next_page_token as page_token for the next.
         """
         message, owned = _request(
-            session_service_pb2.ListSessionsRequest,
+            admin_service_pb2.ListProjectsRequest,
             request,
             page_size=page_size,
             page_token=page_token,
-            user_id=user_id,
-            agent_id=agent_id,
-            create_time=create_time,
-            state=state,
-            parent_session_id=parent_session_id,
         )
         return self._transport.unary(
-            _SESSION_SERVICE_LIST_SESSIONS,
+            _ADMIN_SERVICE_LIST_PROJECTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -731,31 +742,37 @@ class SessionServiceClient:
             headers=headers,
         )
 
-    def update_session(
+    def update_project(
         self,
-        request: session_service_pb2.UpdateSessionRequest | None = None,
+        request: admin_service_pb2.UpdateProjectRequest | None = None,
         /,
         *,
-        session: session_pb2.Session | Mapping[str, Any] | None = None,
+        project: project_pb2.Project | Mapping[str, Any] | None = None,
         update_mask: Iterable[str] | field_mask_pb2.FieldMask | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.UpdateSessionResponse:
-        """UpdateSession changes the fields named in update_mask (title, user_id, labels, metadata,
-        state).
+    ) -> admin_service_pb2.UpdateProjectResponse:
+        """UpdateProject changes the fields named in update_mask: display_name, labels, settings,
+        settings.retention, settings.retention.sessions, settings.retention.traces,
+        settings.retention.feedback, settings.retention.decisions,
+        settings.retention.audit_events, settings.quotas,
+        settings.quotas.requests_per_second_per_key, settings.quotas.inference_tokens_per_day,
+        settings.quotas.max_api_keys. ROLE_ADMIN may change any project; ROLE_PROJECT_ADMIN its
+        own, except quota paths ("settings" and "settings.quotas..."). A shorter retention takes
+        effect at the next housekeeping run.
 
-        Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, ABORTED (stale etag),
-        UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, ABORTED (stale etag,
+        ERROR_REASON_ETAG_MISMATCH), UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            session_service_pb2.UpdateSessionRequest,
+            admin_service_pb2.UpdateProjectRequest,
             request,
-            session=session,
+            project=project,
             update_mask=_mask(update_mask),
         )
         return self._transport.unary(
-            _SESSION_SERVICE_UPDATE_SESSION,
+            _ADMIN_SERVICE_UPDATE_PROJECT,
             message,
             owned=owned,
             timeout=timeout,
@@ -763,30 +780,83 @@ class SessionServiceClient:
             headers=headers,
         )
 
-    def delete_session(
+    def delete_project(
         self,
-        request: session_service_pb2.DeleteSessionRequest | None = None,
+        request: admin_service_pb2.DeleteProjectRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
+        project_id: str | None = None,
         etag: str | None = None,
+        force: bool | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.DeleteSessionResponse:
-        """DeleteSession deletes a session and its messages. Forks of it are kept.
+    ) -> admin_service_pb2.DeleteProjectResponse:
+        """DeleteProject deletes a project: its API keys stop working at once and all its records
+        (sessions, feedback, traces, agents, policies, keys, audit events) are deleted. A project
+        that still holds records needs force = true; the project "default" cannot be deleted.
+        Needs ROLE_ADMIN. The "project.delete" audit event is recorded in the caller's own
+        project.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (stale etag), UNAUTHENTICATED,
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (project "default", or records left
+        and force not set), ABORTED (stale etag), UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            admin_service_pb2.DeleteProjectRequest,
+            request,
+            project_id=project_id,
+            etag=etag,
+            force=force,
+        )
+        return self._transport.unary(
+            _ADMIN_SERVICE_DELETE_PROJECT,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def create_api_key(
+        self,
+        request: admin_service_pb2.CreateApiKeyRequest | None = None,
+        /,
+        *,
+        display_name: str | None = None,
+        role: api_key_pb2.Role.ValueType | str | None = None,
+        agent_id: str | None = None,
+        expire_time: datetime.datetime | timestamp_pb2.Timestamp | None = None,
+        ttl: datetime.timedelta | duration_pb2.Duration | None = None,
+        requests_per_second: int | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> admin_service_pb2.CreateApiKeyResponse:
+        """CreateApiKey creates an API key in the caller's project and returns its secret `key`. The
+        secret is shown exactly once, in this response: the server stores only its hash, so it
+        can never be read again — store it now, or revoke the key and create another. ROLE_ADMIN
+        may create keys of any role; ROLE_PROJECT_ADMIN only keys of roles below its own
+        (ROLE_AGENT, ROLE_READER).
+
+        Errors: INVALID_ARGUMENT (bad fields, agent_id missing for ROLE_AGENT or set for another
+        role), ALREADY_EXISTS (request_id reused with a different request), RESOURCE_EXHAUSTED (the
+        project's max_api_keys reached, ERROR_REASON_QUOTA_EXCEEDED), UNAUTHENTICATED,
         PERMISSION_DENIED.
         """
         message, owned = _request(
-            session_service_pb2.DeleteSessionRequest,
+            admin_service_pb2.CreateApiKeyRequest,
             request,
-            session_id=session_id,
-            etag=etag,
+            display_name=display_name,
+            role=role,
+            agent_id=agent_id,
+            expire_time=expire_time,
+            ttl=ttl,
+            requests_per_second=requests_per_second,
+            request_id=request_id,
         )
         return self._transport.unary(
-            _SESSION_SERVICE_DELETE_SESSION,
+            _ADMIN_SERVICE_CREATE_API_KEY,
             message,
             owned=owned,
             timeout=timeout,
@@ -794,37 +864,29 @@ class SessionServiceClient:
             headers=headers,
         )
 
-    def append_messages(
+    def get_api_key(
         self,
-        request: session_service_pb2.AppendMessagesRequest | None = None,
+        request: admin_service_pb2.GetApiKeyRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
-        messages: Iterable[session_service_pb2.MessageInput | Mapping[str, Any]] | None = None,
-        request_id: str | None = None,
-        expected_last_sequence: int | None = None,
+        key_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.AppendMessagesResponse:
-        """AppendMessages appends messages to a session in one transaction; they get consecutive
-        sequence numbers. Retrying with the same request_id returns the original messages instead
-        of appending twice.
+    ) -> admin_service_pb2.GetApiKeyResponse:
+        """GetApiKey returns one key of the caller's project, without its secret. ROLE_AGENT may
+        read only its own key.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (session closed), ABORTED
-        (expected_last_sequence did not match), ALREADY_EXISTS (request_id reused with different
-        messages), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (ERROR_REASON_RESOURCE_NOT_FOUND with resource_type
+        "api_key"), UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            session_service_pb2.AppendMessagesRequest,
+            admin_service_pb2.GetApiKeyRequest,
             request,
-            session_id=session_id,
-            messages=messages,
-            request_id=request_id,
-            expected_last_sequence=expected_last_sequence,
+            key_id=key_id,
         )
         return self._transport.unary(
-            _SESSION_SERVICE_APPEND_MESSAGES,
+            _ADMIN_SERVICE_GET_API_KEY,
             message,
             owned=owned,
             timeout=timeout,
@@ -832,34 +894,37 @@ class SessionServiceClient:
             headers=headers,
         )
 
-    def list_messages(
+    def list_api_keys(
         self,
-        request: session_service_pb2.ListMessagesRequest | None = None,
+        request: admin_service_pb2.ListApiKeysRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
         page_size: int | None = None,
-        after_sequence: int | None = None,
+        state: api_key_pb2.ApiKeyState.ValueType | str | None = None,
+        role: api_key_pb2.Role.ValueType | str | None = None,
+        agent_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> Iterator[session_pb2.Message]:
-        """ListMessages lists a session's messages in sequence order.
+    ) -> Iterator[api_key_pb2.ApiKey]:
+        """ListApiKeys lists the keys of the caller's project, newest first, never with secrets.
+        ROLE_AGENT sees only its own key.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
 
         Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_messages_page returns one page.
+        is read. list_api_keys_page returns one page.
         """
         message, owned = _request(
-            session_service_pb2.ListMessagesRequest,
+            admin_service_pb2.ListApiKeysRequest,
             request,
-            session_id=session_id,
             page_size=page_size,
-            after_sequence=after_sequence,
+            state=state,
+            role=role,
+            agent_id=agent_id,
         )
         return self._transport.paginate(
-            _SESSION_SERVICE_LIST_MESSAGES,
+            _ADMIN_SERVICE_LIST_API_KEYS,
             message,
             owned=owned,
             timeout=timeout,
@@ -867,35 +932,38 @@ class SessionServiceClient:
             headers=headers,
         )
 
-    def list_messages_page(
+    def list_api_keys_page(
         self,
-        request: session_service_pb2.ListMessagesRequest | None = None,
+        request: admin_service_pb2.ListApiKeysRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
         page_size: int | None = None,
         page_token: str | None = None,
-        after_sequence: int | None = None,
+        state: api_key_pb2.ApiKeyState.ValueType | str | None = None,
+        role: api_key_pb2.Role.ValueType | str | None = None,
+        agent_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.ListMessagesResponse:
-        """ListMessages lists a session's messages in sequence order.
+    ) -> admin_service_pb2.ListApiKeysResponse:
+        """ListApiKeys lists the keys of the caller's project, newest first, never with secrets.
+        ROLE_AGENT sees only its own key.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
 
         Returns one page: pass its next_page_token as page_token for the next.
         """
         message, owned = _request(
-            session_service_pb2.ListMessagesRequest,
+            admin_service_pb2.ListApiKeysRequest,
             request,
-            session_id=session_id,
             page_size=page_size,
             page_token=page_token,
-            after_sequence=after_sequence,
+            state=state,
+            role=role,
+            agent_id=agent_id,
         )
         return self._transport.unary(
-            _SESSION_SERVICE_LIST_MESSAGES,
+            _ADMIN_SERVICE_LIST_API_KEYS,
             message,
             owned=owned,
             timeout=timeout,
@@ -903,37 +971,32 @@ class SessionServiceClient:
             headers=headers,
         )
 
-    def fork_session(
+    def revoke_api_key(
         self,
-        request: session_service_pb2.ForkSessionRequest | None = None,
+        request: admin_service_pb2.RevokeApiKeyRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
-        at_sequence: int | None = None,
-        new_session_id: str | None = None,
-        title: str | None = None,
-        request_id: str | None = None,
+        key_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.ForkSessionResponse:
-        """ForkSession creates a new session holding copies of the messages up to and including
-        at_sequence; the new session records its parent.
+    ) -> admin_service_pb2.RevokeApiKeyResponse:
+        """RevokeApiKey revokes a key for good: calls with it fail with UNAUTHENTICATED once every
+        replica has seen the revocation (within 10 seconds). Revoking a revoked or expired key
+        changes nothing and returns it. ROLE_ADMIN may revoke any key of the project;
+        ROLE_PROJECT_ADMIN only keys of roles below its own (ROLE_AGENT, ROLE_READER); any key
+        may revoke itself. The last active ROLE_ADMIN key of the server cannot be revoked.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND (session or sequence), ALREADY_EXISTS (new_session_id
-        taken), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (last active admin key),
+        UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            session_service_pb2.ForkSessionRequest,
+            admin_service_pb2.RevokeApiKeyRequest,
             request,
-            session_id=session_id,
-            at_sequence=at_sequence,
-            new_session_id=new_session_id,
-            title=title,
-            request_id=request_id,
+            key_id=key_id,
         )
         return self._transport.unary(
-            _SESSION_SERVICE_FORK_SESSION,
+            _ADMIN_SERVICE_REVOKE_API_KEY,
             message,
             owned=owned,
             timeout=timeout,
@@ -941,27 +1004,41 @@ class SessionServiceClient:
             headers=headers,
         )
 
-    def get_session_usage(
+    def list_audit_events(
         self,
-        request: session_service_pb2.GetSessionUsageRequest | None = None,
+        request: admin_service_pb2.ListAuditEventsRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
+        page_size: int | None = None,
+        actions: Iterable[str] | None = None,
+        actor: str | None = None,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.GetSessionUsageResponse:
-        """GetSessionUsage totals a session's usage and cost, overall, per agent and per model.
+    ) -> Iterator[audit_event_pb2.AuditEvent]:
+        """ListAuditEvents lists the caller's project's audit events, newest first, filtered by
+        action, actor, resource and time. Needs ROLE_ADMIN, ROLE_PROJECT_ADMIN or ROLE_READER.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
+
+        Returns an iterator over the items of every page; it sends no request until the first item
+        is read. list_audit_events_page returns one page.
         """
         message, owned = _request(
-            session_service_pb2.GetSessionUsageRequest,
+            admin_service_pb2.ListAuditEventsRequest,
             request,
-            session_id=session_id,
+            page_size=page_size,
+            actions=actions,
+            actor=actor,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            create_time=create_time,
         )
-        return self._transport.unary(
-            _SESSION_SERVICE_GET_SESSION_USAGE,
+        return self._transport.paginate(
+            _ADMIN_SERVICE_LIST_AUDIT_EVENTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -969,32 +1046,42 @@ class SessionServiceClient:
             headers=headers,
         )
 
-    def watch_session(
+    def list_audit_events_page(
         self,
-        request: session_service_pb2.WatchSessionRequest | None = None,
+        request: admin_service_pb2.ListAuditEventsRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
-        after_sequence: int | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        actions: Iterable[str] | None = None,
+        actor: str | None = None,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> SyncStream[session_service_pb2.WatchSessionResponse]:
-        """WatchSession streams the messages appended to a session, in order, each once: first those
-        after after_sequence, then new ones as they are stored. To resume after a disconnect,
-        send the last sequence received as after_sequence. The stream ends when the session is
-        deleted.
+    ) -> admin_service_pb2.ListAuditEventsResponse:
+        """ListAuditEvents lists the caller's project's audit events, newest first, filtered by
+        action, actor, resource and time. Needs ROLE_ADMIN, ROLE_PROJECT_ADMIN or ROLE_READER.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
+
+        Returns one page: pass its next_page_token as page_token for the next.
         """
         message, owned = _request(
-            session_service_pb2.WatchSessionRequest,
+            admin_service_pb2.ListAuditEventsRequest,
             request,
-            session_id=session_id,
-            after_sequence=after_sequence,
+            page_size=page_size,
+            page_token=page_token,
+            actions=actions,
+            actor=actor,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            create_time=create_time,
         )
-        return self._transport.stream(
-            _SESSION_SERVICE_WATCH_SESSION,
+        return self._transport.unary(
+            _ADMIN_SERVICE_LIST_AUDIT_EVENTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -1003,57 +1090,84 @@ class SessionServiceClient:
         )
 
 
-class AsyncSessionServiceClient:
-    """SessionService stores conversations that span agents: sessions, their ordered messages,
-    forks, usage totals and a live watch. Every call is scoped to the caller's project.
+class AsyncAdminServiceClient:
+    """AdminService manages projects (tenants), API keys and their roles, reads the audit log of
+    administrative changes, and tells a caller which server, contract and identity it is talking
+    to. Key and audit calls act on the caller's project; a ROLE_ADMIN key acts on another project
+    by sending `x-agentplane-project: <project_id>` metadata. Every change is recorded as an
+    AuditEvent.
 
-    Reached as Client.sessions on an AsyncClient; the generated stub is .stub.
+    Reached as Client.admin on an AsyncClient; the generated stub is .stub.
     """
 
-    service_name = "agentplane.session.v1.SessionService"
+    service_name = "agentplane.admin.v1.AdminService"
 
     def __init__(self, transport: AsyncTransport | NullTransport) -> None:
         self._transport = transport
-        self.stub: session_service_pb2_grpc.SessionServiceStub | None = (
-            session_service_pb2_grpc.SessionServiceStub(transport.channel)
+        self.stub: admin_service_pb2_grpc.AdminServiceStub | None = (
+            admin_service_pb2_grpc.AdminServiceStub(transport.channel)
             if transport.channel is not None
             else None
         )
 
-    async def create_session(
+    async def get_server_info(
         self,
-        request: session_service_pb2.CreateSessionRequest | None = None,
+        request: admin_service_pb2.GetServerInfoRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
-        title: str | None = None,
-        user_id: str | None = None,
-        agent_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> admin_service_pb2.GetServerInfoResponse:
+        """GetServerInfo returns the server's version, the contract version and digest it speaks,
+        its services and features, and the caller's identity ("whoami"). Any valid credential may
+        call it, e.g. `grpcurl -H 'authorization: Bearer ...' host:50051
+        agentplane.admin.v1.AdminService/GetServerInfo`.
+
+        Errors: UNAUTHENTICATED.
+        """
+        message, owned = _request(admin_service_pb2.GetServerInfoRequest, request)
+        return await self._transport.unary(
+            _ADMIN_SERVICE_GET_SERVER_INFO,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    async def create_project(
+        self,
+        request: admin_service_pb2.CreateProjectRequest | None = None,
+        /,
+        *,
+        project_id: str | None = None,
+        display_name: str | None = None,
+        settings: project_pb2.ProjectSettings | Mapping[str, Any] | None = None,
         labels: Mapping[str, str] | None = None,
-        metadata: Mapping[str, Any] | struct_pb2.Struct | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.CreateSessionResponse:
-        """CreateSession creates a session, with the caller's id or a generated one.
+    ) -> admin_service_pb2.CreateProjectResponse:
+        """CreateProject creates a project with the caller's id. It holds no keys: create them with
+        CreateApiKey and `x-agentplane-project`. Needs ROLE_ADMIN.
 
-        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (session_id taken, or request_id
-        reused with a different request), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (project_id taken,
+        ERROR_REASON_RESOURCE_ALREADY_EXISTS; or request_id reused with a different request,
+        ERROR_REASON_REQUEST_ID_CONFLICT), UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            session_service_pb2.CreateSessionRequest,
+            admin_service_pb2.CreateProjectRequest,
             request,
-            session_id=session_id,
-            title=title,
-            user_id=user_id,
-            agent_id=agent_id,
+            project_id=project_id,
+            display_name=display_name,
+            settings=settings,
             labels=labels,
-            metadata=metadata,
             request_id=request_id,
         )
         return await self._transport.unary(
-            _SESSION_SERVICE_CREATE_SESSION,
+            _ADMIN_SERVICE_CREATE_PROJECT,
             message,
             owned=owned,
             timeout=timeout,
@@ -1061,27 +1175,29 @@ class AsyncSessionServiceClient:
             headers=headers,
         )
 
-    async def get_session(
+    async def get_project(
         self,
-        request: session_service_pb2.GetSessionRequest | None = None,
+        request: admin_service_pb2.GetProjectRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
+        project_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.GetSessionResponse:
-        """GetSession returns one session with its totals.
+    ) -> admin_service_pb2.GetProjectResponse:
+        """GetProject returns one project. ROLE_ADMIN may read any project; other roles only their
+        own.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (ERROR_REASON_RESOURCE_NOT_FOUND with resource_type
+        "project"), UNAUTHENTICATED, PERMISSION_DENIED (another project).
         """
         message, owned = _request(
-            session_service_pb2.GetSessionRequest,
+            admin_service_pb2.GetProjectRequest,
             request,
-            session_id=session_id,
+            project_id=project_id,
         )
         return await self._transport.unary(
-            _SESSION_SERVICE_GET_SESSION,
+            _ADMIN_SERVICE_GET_PROJECT,
             message,
             owned=owned,
             timeout=timeout,
@@ -1089,40 +1205,31 @@ class AsyncSessionServiceClient:
             headers=headers,
         )
 
-    def list_sessions(
+    def list_projects(
         self,
-        request: session_service_pb2.ListSessionsRequest | None = None,
+        request: admin_service_pb2.ListProjectsRequest | None = None,
         /,
         *,
         page_size: int | None = None,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
-        state: session_pb2.SessionState.ValueType | str | None = None,
-        parent_session_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> AsyncIterator[session_pb2.Session]:
-        """ListSessions lists sessions, newest first, filtered by user, agent, state and time.
+    ) -> AsyncIterator[project_pb2.Project]:
+        """ListProjects lists projects ordered by project_id: every project for ROLE_ADMIN, only the
+        caller's own for other roles.
 
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad page_token), UNAUTHENTICATED.
 
         Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_sessions_page returns one page.
+        is read. list_projects_page returns one page.
         """
         message, owned = _request(
-            session_service_pb2.ListSessionsRequest,
+            admin_service_pb2.ListProjectsRequest,
             request,
             page_size=page_size,
-            user_id=user_id,
-            agent_id=agent_id,
-            create_time=create_time,
-            state=state,
-            parent_session_id=parent_session_id,
         )
         return self._transport.paginate(
-            _SESSION_SERVICE_LIST_SESSIONS,
+            _ADMIN_SERVICE_LIST_PROJECTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -1130,41 +1237,32 @@ class AsyncSessionServiceClient:
             headers=headers,
         )
 
-    async def list_sessions_page(
+    async def list_projects_page(
         self,
-        request: session_service_pb2.ListSessionsRequest | None = None,
+        request: admin_service_pb2.ListProjectsRequest | None = None,
         /,
         *,
         page_size: int | None = None,
         page_token: str | None = None,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
-        state: session_pb2.SessionState.ValueType | str | None = None,
-        parent_session_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.ListSessionsResponse:
-        """ListSessions lists sessions, newest first, filtered by user, agent, state and time.
+    ) -> admin_service_pb2.ListProjectsResponse:
+        """ListProjects lists projects ordered by project_id: every project for ROLE_ADMIN, only the
+        caller's own for other roles.
 
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad page_token), UNAUTHENTICATED.
 
         Returns one page: pass its next_page_token as page_token for the next.
         """
         message, owned = _request(
-            session_service_pb2.ListSessionsRequest,
+            admin_service_pb2.ListProjectsRequest,
             request,
             page_size=page_size,
             page_token=page_token,
-            user_id=user_id,
-            agent_id=agent_id,
-            create_time=create_time,
-            state=state,
-            parent_session_id=parent_session_id,
         )
         return await self._transport.unary(
-            _SESSION_SERVICE_LIST_SESSIONS,
+            _ADMIN_SERVICE_LIST_PROJECTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -1172,31 +1270,37 @@ class AsyncSessionServiceClient:
             headers=headers,
         )
 
-    async def update_session(
+    async def update_project(
         self,
-        request: session_service_pb2.UpdateSessionRequest | None = None,
+        request: admin_service_pb2.UpdateProjectRequest | None = None,
         /,
         *,
-        session: session_pb2.Session | Mapping[str, Any] | None = None,
+        project: project_pb2.Project | Mapping[str, Any] | None = None,
         update_mask: Iterable[str] | field_mask_pb2.FieldMask | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.UpdateSessionResponse:
-        """UpdateSession changes the fields named in update_mask (title, user_id, labels, metadata,
-        state).
+    ) -> admin_service_pb2.UpdateProjectResponse:
+        """UpdateProject changes the fields named in update_mask: display_name, labels, settings,
+        settings.retention, settings.retention.sessions, settings.retention.traces,
+        settings.retention.feedback, settings.retention.decisions,
+        settings.retention.audit_events, settings.quotas,
+        settings.quotas.requests_per_second_per_key, settings.quotas.inference_tokens_per_day,
+        settings.quotas.max_api_keys. ROLE_ADMIN may change any project; ROLE_PROJECT_ADMIN its
+        own, except quota paths ("settings" and "settings.quotas..."). A shorter retention takes
+        effect at the next housekeeping run.
 
-        Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, ABORTED (stale etag),
-        UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, ABORTED (stale etag,
+        ERROR_REASON_ETAG_MISMATCH), UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            session_service_pb2.UpdateSessionRequest,
+            admin_service_pb2.UpdateProjectRequest,
             request,
-            session=session,
+            project=project,
             update_mask=_mask(update_mask),
         )
         return await self._transport.unary(
-            _SESSION_SERVICE_UPDATE_SESSION,
+            _ADMIN_SERVICE_UPDATE_PROJECT,
             message,
             owned=owned,
             timeout=timeout,
@@ -1204,30 +1308,83 @@ class AsyncSessionServiceClient:
             headers=headers,
         )
 
-    async def delete_session(
+    async def delete_project(
         self,
-        request: session_service_pb2.DeleteSessionRequest | None = None,
+        request: admin_service_pb2.DeleteProjectRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
+        project_id: str | None = None,
         etag: str | None = None,
+        force: bool | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.DeleteSessionResponse:
-        """DeleteSession deletes a session and its messages. Forks of it are kept.
+    ) -> admin_service_pb2.DeleteProjectResponse:
+        """DeleteProject deletes a project: its API keys stop working at once and all its records
+        (sessions, feedback, traces, agents, policies, keys, audit events) are deleted. A project
+        that still holds records needs force = true; the project "default" cannot be deleted.
+        Needs ROLE_ADMIN. The "project.delete" audit event is recorded in the caller's own
+        project.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (stale etag), UNAUTHENTICATED,
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (project "default", or records left
+        and force not set), ABORTED (stale etag), UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            admin_service_pb2.DeleteProjectRequest,
+            request,
+            project_id=project_id,
+            etag=etag,
+            force=force,
+        )
+        return await self._transport.unary(
+            _ADMIN_SERVICE_DELETE_PROJECT,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    async def create_api_key(
+        self,
+        request: admin_service_pb2.CreateApiKeyRequest | None = None,
+        /,
+        *,
+        display_name: str | None = None,
+        role: api_key_pb2.Role.ValueType | str | None = None,
+        agent_id: str | None = None,
+        expire_time: datetime.datetime | timestamp_pb2.Timestamp | None = None,
+        ttl: datetime.timedelta | duration_pb2.Duration | None = None,
+        requests_per_second: int | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> admin_service_pb2.CreateApiKeyResponse:
+        """CreateApiKey creates an API key in the caller's project and returns its secret `key`. The
+        secret is shown exactly once, in this response: the server stores only its hash, so it
+        can never be read again — store it now, or revoke the key and create another. ROLE_ADMIN
+        may create keys of any role; ROLE_PROJECT_ADMIN only keys of roles below its own
+        (ROLE_AGENT, ROLE_READER).
+
+        Errors: INVALID_ARGUMENT (bad fields, agent_id missing for ROLE_AGENT or set for another
+        role), ALREADY_EXISTS (request_id reused with a different request), RESOURCE_EXHAUSTED (the
+        project's max_api_keys reached, ERROR_REASON_QUOTA_EXCEEDED), UNAUTHENTICATED,
         PERMISSION_DENIED.
         """
         message, owned = _request(
-            session_service_pb2.DeleteSessionRequest,
+            admin_service_pb2.CreateApiKeyRequest,
             request,
-            session_id=session_id,
-            etag=etag,
+            display_name=display_name,
+            role=role,
+            agent_id=agent_id,
+            expire_time=expire_time,
+            ttl=ttl,
+            requests_per_second=requests_per_second,
+            request_id=request_id,
         )
         return await self._transport.unary(
-            _SESSION_SERVICE_DELETE_SESSION,
+            _ADMIN_SERVICE_CREATE_API_KEY,
             message,
             owned=owned,
             timeout=timeout,
@@ -1235,37 +1392,29 @@ class AsyncSessionServiceClient:
             headers=headers,
         )
 
-    async def append_messages(
+    async def get_api_key(
         self,
-        request: session_service_pb2.AppendMessagesRequest | None = None,
+        request: admin_service_pb2.GetApiKeyRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
-        messages: Iterable[session_service_pb2.MessageInput | Mapping[str, Any]] | None = None,
-        request_id: str | None = None,
-        expected_last_sequence: int | None = None,
+        key_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.AppendMessagesResponse:
-        """AppendMessages appends messages to a session in one transaction; they get consecutive
-        sequence numbers. Retrying with the same request_id returns the original messages instead
-        of appending twice.
+    ) -> admin_service_pb2.GetApiKeyResponse:
+        """GetApiKey returns one key of the caller's project, without its secret. ROLE_AGENT may
+        read only its own key.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (session closed), ABORTED
-        (expected_last_sequence did not match), ALREADY_EXISTS (request_id reused with different
-        messages), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (ERROR_REASON_RESOURCE_NOT_FOUND with resource_type
+        "api_key"), UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            session_service_pb2.AppendMessagesRequest,
+            admin_service_pb2.GetApiKeyRequest,
             request,
-            session_id=session_id,
-            messages=messages,
-            request_id=request_id,
-            expected_last_sequence=expected_last_sequence,
+            key_id=key_id,
         )
         return await self._transport.unary(
-            _SESSION_SERVICE_APPEND_MESSAGES,
+            _ADMIN_SERVICE_GET_API_KEY,
             message,
             owned=owned,
             timeout=timeout,
@@ -1273,34 +1422,37 @@ class AsyncSessionServiceClient:
             headers=headers,
         )
 
-    def list_messages(
+    def list_api_keys(
         self,
-        request: session_service_pb2.ListMessagesRequest | None = None,
+        request: admin_service_pb2.ListApiKeysRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
         page_size: int | None = None,
-        after_sequence: int | None = None,
+        state: api_key_pb2.ApiKeyState.ValueType | str | None = None,
+        role: api_key_pb2.Role.ValueType | str | None = None,
+        agent_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> AsyncIterator[session_pb2.Message]:
-        """ListMessages lists a session's messages in sequence order.
+    ) -> AsyncIterator[api_key_pb2.ApiKey]:
+        """ListApiKeys lists the keys of the caller's project, newest first, never with secrets.
+        ROLE_AGENT sees only its own key.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
 
         Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_messages_page returns one page.
+        is read. list_api_keys_page returns one page.
         """
         message, owned = _request(
-            session_service_pb2.ListMessagesRequest,
+            admin_service_pb2.ListApiKeysRequest,
             request,
-            session_id=session_id,
             page_size=page_size,
-            after_sequence=after_sequence,
+            state=state,
+            role=role,
+            agent_id=agent_id,
         )
         return self._transport.paginate(
-            _SESSION_SERVICE_LIST_MESSAGES,
+            _ADMIN_SERVICE_LIST_API_KEYS,
             message,
             owned=owned,
             timeout=timeout,
@@ -1308,35 +1460,38 @@ class AsyncSessionServiceClient:
             headers=headers,
         )
 
-    async def list_messages_page(
+    async def list_api_keys_page(
         self,
-        request: session_service_pb2.ListMessagesRequest | None = None,
+        request: admin_service_pb2.ListApiKeysRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
         page_size: int | None = None,
         page_token: str | None = None,
-        after_sequence: int | None = None,
+        state: api_key_pb2.ApiKeyState.ValueType | str | None = None,
+        role: api_key_pb2.Role.ValueType | str | None = None,
+        agent_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.ListMessagesResponse:
-        """ListMessages lists a session's messages in sequence order.
+    ) -> admin_service_pb2.ListApiKeysResponse:
+        """ListApiKeys lists the keys of the caller's project, newest first, never with secrets.
+        ROLE_AGENT sees only its own key.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
 
         Returns one page: pass its next_page_token as page_token for the next.
         """
         message, owned = _request(
-            session_service_pb2.ListMessagesRequest,
+            admin_service_pb2.ListApiKeysRequest,
             request,
-            session_id=session_id,
             page_size=page_size,
             page_token=page_token,
-            after_sequence=after_sequence,
+            state=state,
+            role=role,
+            agent_id=agent_id,
         )
         return await self._transport.unary(
-            _SESSION_SERVICE_LIST_MESSAGES,
+            _ADMIN_SERVICE_LIST_API_KEYS,
             message,
             owned=owned,
             timeout=timeout,
@@ -1344,37 +1499,32 @@ class AsyncSessionServiceClient:
             headers=headers,
         )
 
-    async def fork_session(
+    async def revoke_api_key(
         self,
-        request: session_service_pb2.ForkSessionRequest | None = None,
+        request: admin_service_pb2.RevokeApiKeyRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
-        at_sequence: int | None = None,
-        new_session_id: str | None = None,
-        title: str | None = None,
-        request_id: str | None = None,
+        key_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.ForkSessionResponse:
-        """ForkSession creates a new session holding copies of the messages up to and including
-        at_sequence; the new session records its parent.
+    ) -> admin_service_pb2.RevokeApiKeyResponse:
+        """RevokeApiKey revokes a key for good: calls with it fail with UNAUTHENTICATED once every
+        replica has seen the revocation (within 10 seconds). Revoking a revoked or expired key
+        changes nothing and returns it. ROLE_ADMIN may revoke any key of the project;
+        ROLE_PROJECT_ADMIN only keys of roles below its own (ROLE_AGENT, ROLE_READER); any key
+        may revoke itself. The last active ROLE_ADMIN key of the server cannot be revoked.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND (session or sequence), ALREADY_EXISTS (new_session_id
-        taken), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (last active admin key),
+        UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            session_service_pb2.ForkSessionRequest,
+            admin_service_pb2.RevokeApiKeyRequest,
             request,
-            session_id=session_id,
-            at_sequence=at_sequence,
-            new_session_id=new_session_id,
-            title=title,
-            request_id=request_id,
+            key_id=key_id,
         )
         return await self._transport.unary(
-            _SESSION_SERVICE_FORK_SESSION,
+            _ADMIN_SERVICE_REVOKE_API_KEY,
             message,
             owned=owned,
             timeout=timeout,
@@ -1382,27 +1532,41 @@ class AsyncSessionServiceClient:
             headers=headers,
         )
 
-    async def get_session_usage(
+    def list_audit_events(
         self,
-        request: session_service_pb2.GetSessionUsageRequest | None = None,
+        request: admin_service_pb2.ListAuditEventsRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
+        page_size: int | None = None,
+        actions: Iterable[str] | None = None,
+        actor: str | None = None,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> session_service_pb2.GetSessionUsageResponse:
-        """GetSessionUsage totals a session's usage and cost, overall, per agent and per model.
+    ) -> AsyncIterator[audit_event_pb2.AuditEvent]:
+        """ListAuditEvents lists the caller's project's audit events, newest first, filtered by
+        action, actor, resource and time. Needs ROLE_ADMIN, ROLE_PROJECT_ADMIN or ROLE_READER.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
+
+        Returns an iterator over the items of every page; it sends no request until the first item
+        is read. list_audit_events_page returns one page.
         """
         message, owned = _request(
-            session_service_pb2.GetSessionUsageRequest,
+            admin_service_pb2.ListAuditEventsRequest,
             request,
-            session_id=session_id,
+            page_size=page_size,
+            actions=actions,
+            actor=actor,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            create_time=create_time,
         )
-        return await self._transport.unary(
-            _SESSION_SERVICE_GET_SESSION_USAGE,
+        return self._transport.paginate(
+            _ADMIN_SERVICE_LIST_AUDIT_EVENTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -1410,32 +1574,42 @@ class AsyncSessionServiceClient:
             headers=headers,
         )
 
-    def watch_session(
+    async def list_audit_events_page(
         self,
-        request: session_service_pb2.WatchSessionRequest | None = None,
+        request: admin_service_pb2.ListAuditEventsRequest | None = None,
         /,
         *,
-        session_id: str | None = None,
-        after_sequence: int | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        actions: Iterable[str] | None = None,
+        actor: str | None = None,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> AsyncStream[session_service_pb2.WatchSessionResponse]:
-        """WatchSession streams the messages appended to a session, in order, each once: first those
-        after after_sequence, then new ones as they are stored. To resume after a disconnect,
-        send the last sequence received as after_sequence. The stream ends when the session is
-        deleted.
+    ) -> admin_service_pb2.ListAuditEventsResponse:
+        """ListAuditEvents lists the caller's project's audit events, newest first, filtered by
+        action, actor, resource and time. Needs ROLE_ADMIN, ROLE_PROJECT_ADMIN or ROLE_READER.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
+
+        Returns one page: pass its next_page_token as page_token for the next.
         """
         message, owned = _request(
-            session_service_pb2.WatchSessionRequest,
+            admin_service_pb2.ListAuditEventsRequest,
             request,
-            session_id=session_id,
-            after_sequence=after_sequence,
+            page_size=page_size,
+            page_token=page_token,
+            actions=actions,
+            actor=actor,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            create_time=create_time,
         )
-        return self._transport.stream(
-            _SESSION_SERVICE_WATCH_SESSION,
+        return await self._transport.unary(
+            _ADMIN_SERVICE_LIST_AUDIT_EVENTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -2232,952 +2406,6 @@ class AsyncFeedbackServiceClient:
         )
         return await self._transport.unary(
             _FEEDBACK_SERVICE_SUBMIT_FEEDBACK,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-
-class TraceServiceClient:
-    """TraceService searches and inspects the traces that agents export. Spans are ingested through
-    the standard OTLP service (opentelemetry.proto.collector.trace.v1.TraceService) on the same
-    port; this service only reads them. Every call is scoped to the caller's project.
-
-    Reached as Client.traces; the generated stub is .stub.
-    """
-
-    service_name = "agentplane.trace.v1.TraceService"
-
-    def __init__(self, transport: SyncTransport | NullTransport) -> None:
-        self._transport = transport
-        self.stub: trace_service_pb2_grpc.TraceServiceStub | None = (
-            trace_service_pb2_grpc.TraceServiceStub(transport.channel)
-            if transport.channel is not None
-            else None
-        )
-
-    def list_traces(
-        self,
-        request: trace_service_pb2.ListTracesRequest | None = None,
-        /,
-        *,
-        page_size: int | None = None,
-        agent_ids: Iterable[str] | None = None,
-        session_id: str | None = None,
-        start_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
-        status: trace_pb2.TraceStatus.ValueType | str | None = None,
-        root_span_name: str | None = None,
-        min_duration: datetime.timedelta | duration_pb2.Duration | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> Iterator[trace_pb2.Trace]:
-        """ListTraces lists trace summaries, newest first (by start_time), filtered by agent,
-        session, time, status, root span name and duration. A session's traces are
-        ListTraces(session_id).
-
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
-
-        Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_traces_page returns one page.
-        """
-        message, owned = _request(
-            trace_service_pb2.ListTracesRequest,
-            request,
-            page_size=page_size,
-            agent_ids=agent_ids,
-            session_id=session_id,
-            start_time=start_time,
-            status=status,
-            root_span_name=root_span_name,
-            min_duration=min_duration,
-        )
-        return self._transport.paginate(
-            _TRACE_SERVICE_LIST_TRACES,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def list_traces_page(
-        self,
-        request: trace_service_pb2.ListTracesRequest | None = None,
-        /,
-        *,
-        page_size: int | None = None,
-        page_token: str | None = None,
-        agent_ids: Iterable[str] | None = None,
-        session_id: str | None = None,
-        start_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
-        status: trace_pb2.TraceStatus.ValueType | str | None = None,
-        root_span_name: str | None = None,
-        min_duration: datetime.timedelta | duration_pb2.Duration | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> trace_service_pb2.ListTracesResponse:
-        """ListTraces lists trace summaries, newest first (by start_time), filtered by agent,
-        session, time, status, root span name and duration. A session's traces are
-        ListTraces(session_id).
-
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
-
-        Returns one page: pass its next_page_token as page_token for the next.
-        """
-        message, owned = _request(
-            trace_service_pb2.ListTracesRequest,
-            request,
-            page_size=page_size,
-            page_token=page_token,
-            agent_ids=agent_ids,
-            session_id=session_id,
-            start_time=start_time,
-            status=status,
-            root_span_name=root_span_name,
-            min_duration=min_duration,
-        )
-        return self._transport.unary(
-            _TRACE_SERVICE_LIST_TRACES,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def get_trace(
-        self,
-        request: trace_service_pb2.GetTraceRequest | None = None,
-        /,
-        *,
-        trace_id: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> trace_service_pb2.GetTraceResponse:
-        """GetTrace returns a trace's summary, its spans and the feedback given on it.
-
-        Errors: INVALID_ARGUMENT, NOT_FOUND (no span with that trace id in the project:
-        ERROR_REASON_RESOURCE_NOT_FOUND), UNAUTHENTICATED, PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            trace_service_pb2.GetTraceRequest,
-            request,
-            trace_id=trace_id,
-        )
-        return self._transport.unary(
-            _TRACE_SERVICE_GET_TRACE,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-
-class AsyncTraceServiceClient:
-    """TraceService searches and inspects the traces that agents export. Spans are ingested through
-    the standard OTLP service (opentelemetry.proto.collector.trace.v1.TraceService) on the same
-    port; this service only reads them. Every call is scoped to the caller's project.
-
-    Reached as Client.traces on an AsyncClient; the generated stub is .stub.
-    """
-
-    service_name = "agentplane.trace.v1.TraceService"
-
-    def __init__(self, transport: AsyncTransport | NullTransport) -> None:
-        self._transport = transport
-        self.stub: trace_service_pb2_grpc.TraceServiceStub | None = (
-            trace_service_pb2_grpc.TraceServiceStub(transport.channel)
-            if transport.channel is not None
-            else None
-        )
-
-    def list_traces(
-        self,
-        request: trace_service_pb2.ListTracesRequest | None = None,
-        /,
-        *,
-        page_size: int | None = None,
-        agent_ids: Iterable[str] | None = None,
-        session_id: str | None = None,
-        start_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
-        status: trace_pb2.TraceStatus.ValueType | str | None = None,
-        root_span_name: str | None = None,
-        min_duration: datetime.timedelta | duration_pb2.Duration | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> AsyncIterator[trace_pb2.Trace]:
-        """ListTraces lists trace summaries, newest first (by start_time), filtered by agent,
-        session, time, status, root span name and duration. A session's traces are
-        ListTraces(session_id).
-
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
-
-        Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_traces_page returns one page.
-        """
-        message, owned = _request(
-            trace_service_pb2.ListTracesRequest,
-            request,
-            page_size=page_size,
-            agent_ids=agent_ids,
-            session_id=session_id,
-            start_time=start_time,
-            status=status,
-            root_span_name=root_span_name,
-            min_duration=min_duration,
-        )
-        return self._transport.paginate(
-            _TRACE_SERVICE_LIST_TRACES,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    async def list_traces_page(
-        self,
-        request: trace_service_pb2.ListTracesRequest | None = None,
-        /,
-        *,
-        page_size: int | None = None,
-        page_token: str | None = None,
-        agent_ids: Iterable[str] | None = None,
-        session_id: str | None = None,
-        start_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
-        status: trace_pb2.TraceStatus.ValueType | str | None = None,
-        root_span_name: str | None = None,
-        min_duration: datetime.timedelta | duration_pb2.Duration | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> trace_service_pb2.ListTracesResponse:
-        """ListTraces lists trace summaries, newest first (by start_time), filtered by agent,
-        session, time, status, root span name and duration. A session's traces are
-        ListTraces(session_id).
-
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
-
-        Returns one page: pass its next_page_token as page_token for the next.
-        """
-        message, owned = _request(
-            trace_service_pb2.ListTracesRequest,
-            request,
-            page_size=page_size,
-            page_token=page_token,
-            agent_ids=agent_ids,
-            session_id=session_id,
-            start_time=start_time,
-            status=status,
-            root_span_name=root_span_name,
-            min_duration=min_duration,
-        )
-        return await self._transport.unary(
-            _TRACE_SERVICE_LIST_TRACES,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    async def get_trace(
-        self,
-        request: trace_service_pb2.GetTraceRequest | None = None,
-        /,
-        *,
-        trace_id: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> trace_service_pb2.GetTraceResponse:
-        """GetTrace returns a trace's summary, its spans and the feedback given on it.
-
-        Errors: INVALID_ARGUMENT, NOT_FOUND (no span with that trace id in the project:
-        ERROR_REASON_RESOURCE_NOT_FOUND), UNAUTHENTICATED, PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            trace_service_pb2.GetTraceRequest,
-            request,
-            trace_id=trace_id,
-        )
-        return await self._transport.unary(
-            _TRACE_SERVICE_GET_TRACE,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-
-class RegistryServiceClient:
-    """RegistryService knows which agents exist in the project, what they can do (A2A-style agent
-    cards) and whether they are alive (leases renewed by heartbeats), and streams changes to
-    watchers. Every call is scoped to the caller's project. Any project credential may read the
-    registry; an agent credential may register, heartbeat, update and deregister only its own
-    agent_id (PERMISSION_DENIED with ERROR_REASON_AGENT_IDENTITY_MISMATCH otherwise).
-
-    Reached as Client.registry; the generated stub is .stub.
-    """
-
-    service_name = "agentplane.registry.v1.RegistryService"
-
-    def __init__(self, transport: SyncTransport | NullTransport) -> None:
-        self._transport = transport
-        self.stub: registry_service_pb2_grpc.RegistryServiceStub | None = (
-            registry_service_pb2_grpc.RegistryServiceStub(transport.channel)
-            if transport.channel is not None
-            else None
-        )
-
-    def register_agent(
-        self,
-        request: registry_service_pb2.RegisterAgentRequest | None = None,
-        /,
-        *,
-        agent_id: str | None = None,
-        card: agent_pb2.AgentCard | Mapping[str, Any] | None = None,
-        lease_duration: datetime.timedelta | duration_pb2.Duration | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.RegisterAgentResponse:
-        """RegisterAgent registers an agent with its card and starts its lease. Registering an
-        agent_id that is already registered (an agent that restarted before its lease ran out)
-        replaces its card and lease_duration, renews the lease and makes it ACTIVE, keeping its
-        create_time; watchers then see UPDATED instead of REGISTERED. Repeating the same call is
-        therefore safe.
-
-        Errors: INVALID_ARGUMENT (bad fields), UNAUTHENTICATED, PERMISSION_DENIED (agent credential
-        for another agent_id).
-        """
-        message, owned = _request(
-            registry_service_pb2.RegisterAgentRequest,
-            request,
-            agent_id=agent_id,
-            card=card,
-            lease_duration=lease_duration,
-        )
-        return self._transport.unary(
-            _REGISTRY_SERVICE_REGISTER_AGENT,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def heartbeat_agent(
-        self,
-        request: registry_service_pb2.HeartbeatAgentRequest | None = None,
-        /,
-        *,
-        agent_id: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.HeartbeatAgentResponse:
-        """HeartbeatAgent renews an agent's lease: the lease now expires lease_duration from now,
-        and a STALE agent becomes ACTIVE again (watchers see UPDATED). A heartbeat that keeps an
-        ACTIVE agent ACTIVE changes neither etag nor update_time and sends no watch event. An
-        agent that gets NOT_FOUND was removed and must call RegisterAgent again.
-
-        Errors: INVALID_ARGUMENT, NOT_FOUND (not registered, or removed after its lease ran out),
-        UNAUTHENTICATED, PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            registry_service_pb2.HeartbeatAgentRequest,
-            request,
-            agent_id=agent_id,
-        )
-        return self._transport.unary(
-            _REGISTRY_SERVICE_HEARTBEAT_AGENT,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def deregister_agent(
-        self,
-        request: registry_service_pb2.DeregisterAgentRequest | None = None,
-        /,
-        *,
-        agent_id: str | None = None,
-        etag: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.DeregisterAgentResponse:
-        """DeregisterAgent removes an agent at once, e.g. on shutdown; watchers see REMOVED with
-        reason DEREGISTERED. Its trust score, decisions and sessions are kept.
-
-        Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (stale etag), UNAUTHENTICATED,
-        PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            registry_service_pb2.DeregisterAgentRequest,
-            request,
-            agent_id=agent_id,
-            etag=etag,
-        )
-        return self._transport.unary(
-            _REGISTRY_SERVICE_DEREGISTER_AGENT,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def get_agent(
-        self,
-        request: registry_service_pb2.GetAgentRequest | None = None,
-        /,
-        *,
-        agent_id: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.GetAgentResponse:
-        """GetAgent returns one registered agent (ACTIVE or STALE).
-
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            registry_service_pb2.GetAgentRequest,
-            request,
-            agent_id=agent_id,
-        )
-        return self._transport.unary(
-            _REGISTRY_SERVICE_GET_AGENT,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def get_agent_card(
-        self,
-        request: registry_service_pb2.GetAgentCardRequest | None = None,
-        /,
-        *,
-        agent_id: str | None = None,
-        a2a_version: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.GetAgentCardResponse:
-        """GetAgentCard returns an agent's card as an A2A AgentCard JSON object (camelCase names),
-        leaving out empty optional fields and the fields that are not part of A2A (labels,
-        framework, sdk_language, sdk_version). a2a_version chooses the form: - "1.0" (the
-        default): name, description, version, supportedInterfaces [{url, protocolBinding,
-        protocolVersion}] (protocolVersion is the card's protocol_version, "0.3.0" when empty),
-        provider {organization, url}, iconUrl, documentationUrl, capabilities {streaming,
-        pushNotifications, extensions [{uri, description, required, params}]}, securitySchemes
-        (in the 1.0 form, e.g. {"apiKeySecurityScheme": {...}}), securityRequirements [{schemes:
-        {name: {list: [scopes]}}}], defaultInputModes, defaultOutputModes and skills [{id, name,
-        description, tags, examples, inputModes, outputModes}]; - "0.3": name, description,
-        version, protocolVersion, url and preferredTransport (from the first interface),
-        additionalInterfaces [{url, transport}], provider, iconUrl, documentationUrl,
-        capabilities (with stateTransitionHistory), securitySchemes, security, defaultInputModes,
-        defaultOutputModes and skills. Both forms need an endpoint: a card without interfaces
-        answers FAILED_PRECONDITION.
-
-        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (the card has no interfaces: field
-        violation "card.interfaces"), UNAUTHENTICATED, PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            registry_service_pb2.GetAgentCardRequest,
-            request,
-            agent_id=agent_id,
-            a2a_version=a2a_version,
-        )
-        return self._transport.unary(
-            _REGISTRY_SERVICE_GET_AGENT_CARD,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def list_agents(
-        self,
-        request: registry_service_pb2.ListAgentsRequest | None = None,
-        /,
-        *,
-        page_size: int | None = None,
-        filter: registry_service_pb2.AgentFilter | Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> Iterator[agent_pb2.Agent]:
-        """ListAgents lists registered agents in agent_id order, filtered by skill, capability,
-        labels, status, framework and SDK language.
-
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
-
-        Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_agents_page returns one page.
-        """
-        message, owned = _request(
-            registry_service_pb2.ListAgentsRequest,
-            request,
-            page_size=page_size,
-            filter=filter,
-        )
-        return self._transport.paginate(
-            _REGISTRY_SERVICE_LIST_AGENTS,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def list_agents_page(
-        self,
-        request: registry_service_pb2.ListAgentsRequest | None = None,
-        /,
-        *,
-        page_size: int | None = None,
-        page_token: str | None = None,
-        filter: registry_service_pb2.AgentFilter | Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.ListAgentsResponse:
-        """ListAgents lists registered agents in agent_id order, filtered by skill, capability,
-        labels, status, framework and SDK language.
-
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
-
-        Returns one page: pass its next_page_token as page_token for the next.
-        """
-        message, owned = _request(
-            registry_service_pb2.ListAgentsRequest,
-            request,
-            page_size=page_size,
-            page_token=page_token,
-            filter=filter,
-        )
-        return self._transport.unary(
-            _REGISTRY_SERVICE_LIST_AGENTS,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def update_agent(
-        self,
-        request: registry_service_pb2.UpdateAgentRequest | None = None,
-        /,
-        *,
-        agent: agent_pb2.Agent | Mapping[str, Any] | None = None,
-        update_mask: Iterable[str] | field_mask_pb2.FieldMask | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.UpdateAgentResponse:
-        """UpdateAgent changes the fields named in update_mask: card (replaced as a whole) and
-        lease_duration (unset means 30 seconds; applies from the next heartbeat). Watchers see
-        UPDATED.
-
-        Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, ABORTED (stale etag),
-        UNAUTHENTICATED, PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            registry_service_pb2.UpdateAgentRequest,
-            request,
-            agent=agent,
-            update_mask=_mask(update_mask),
-        )
-        return self._transport.unary(
-            _REGISTRY_SERVICE_UPDATE_AGENT,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def watch_agents(
-        self,
-        request: registry_service_pb2.WatchAgentsRequest | None = None,
-        /,
-        *,
-        filter: registry_service_pb2.AgentFilter | Mapping[str, Any] | None = None,
-        send_initial_snapshot: bool | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> SyncStream[registry_service_pb2.WatchAgentsResponse]:
-        """WatchAgents streams registry changes for agents that match the filter: REGISTERED,
-        UPDATED, STALE and REMOVED (deregistered or expired). With send_initial_snapshot it first
-        sends one SNAPSHOT event per matching agent and then one SNAPSHOT_COMPLETE, so a watcher
-        can build its view without a separate ListAgents. A change is sent when the agent matches
-        the filter before or after it, so an agent that stops matching is seen once more. Events
-        for one agent arrive in order. The stream has no resume point: after a disconnect, watch
-        again with send_initial_snapshot.
-
-        Errors: INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (server shutting
-        down; watch again).
-        """
-        message, owned = _request(
-            registry_service_pb2.WatchAgentsRequest,
-            request,
-            filter=filter,
-            send_initial_snapshot=send_initial_snapshot,
-        )
-        return self._transport.stream(
-            _REGISTRY_SERVICE_WATCH_AGENTS,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-
-class AsyncRegistryServiceClient:
-    """RegistryService knows which agents exist in the project, what they can do (A2A-style agent
-    cards) and whether they are alive (leases renewed by heartbeats), and streams changes to
-    watchers. Every call is scoped to the caller's project. Any project credential may read the
-    registry; an agent credential may register, heartbeat, update and deregister only its own
-    agent_id (PERMISSION_DENIED with ERROR_REASON_AGENT_IDENTITY_MISMATCH otherwise).
-
-    Reached as Client.registry on an AsyncClient; the generated stub is .stub.
-    """
-
-    service_name = "agentplane.registry.v1.RegistryService"
-
-    def __init__(self, transport: AsyncTransport | NullTransport) -> None:
-        self._transport = transport
-        self.stub: registry_service_pb2_grpc.RegistryServiceStub | None = (
-            registry_service_pb2_grpc.RegistryServiceStub(transport.channel)
-            if transport.channel is not None
-            else None
-        )
-
-    async def register_agent(
-        self,
-        request: registry_service_pb2.RegisterAgentRequest | None = None,
-        /,
-        *,
-        agent_id: str | None = None,
-        card: agent_pb2.AgentCard | Mapping[str, Any] | None = None,
-        lease_duration: datetime.timedelta | duration_pb2.Duration | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.RegisterAgentResponse:
-        """RegisterAgent registers an agent with its card and starts its lease. Registering an
-        agent_id that is already registered (an agent that restarted before its lease ran out)
-        replaces its card and lease_duration, renews the lease and makes it ACTIVE, keeping its
-        create_time; watchers then see UPDATED instead of REGISTERED. Repeating the same call is
-        therefore safe.
-
-        Errors: INVALID_ARGUMENT (bad fields), UNAUTHENTICATED, PERMISSION_DENIED (agent credential
-        for another agent_id).
-        """
-        message, owned = _request(
-            registry_service_pb2.RegisterAgentRequest,
-            request,
-            agent_id=agent_id,
-            card=card,
-            lease_duration=lease_duration,
-        )
-        return await self._transport.unary(
-            _REGISTRY_SERVICE_REGISTER_AGENT,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    async def heartbeat_agent(
-        self,
-        request: registry_service_pb2.HeartbeatAgentRequest | None = None,
-        /,
-        *,
-        agent_id: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.HeartbeatAgentResponse:
-        """HeartbeatAgent renews an agent's lease: the lease now expires lease_duration from now,
-        and a STALE agent becomes ACTIVE again (watchers see UPDATED). A heartbeat that keeps an
-        ACTIVE agent ACTIVE changes neither etag nor update_time and sends no watch event. An
-        agent that gets NOT_FOUND was removed and must call RegisterAgent again.
-
-        Errors: INVALID_ARGUMENT, NOT_FOUND (not registered, or removed after its lease ran out),
-        UNAUTHENTICATED, PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            registry_service_pb2.HeartbeatAgentRequest,
-            request,
-            agent_id=agent_id,
-        )
-        return await self._transport.unary(
-            _REGISTRY_SERVICE_HEARTBEAT_AGENT,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    async def deregister_agent(
-        self,
-        request: registry_service_pb2.DeregisterAgentRequest | None = None,
-        /,
-        *,
-        agent_id: str | None = None,
-        etag: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.DeregisterAgentResponse:
-        """DeregisterAgent removes an agent at once, e.g. on shutdown; watchers see REMOVED with
-        reason DEREGISTERED. Its trust score, decisions and sessions are kept.
-
-        Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (stale etag), UNAUTHENTICATED,
-        PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            registry_service_pb2.DeregisterAgentRequest,
-            request,
-            agent_id=agent_id,
-            etag=etag,
-        )
-        return await self._transport.unary(
-            _REGISTRY_SERVICE_DEREGISTER_AGENT,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    async def get_agent(
-        self,
-        request: registry_service_pb2.GetAgentRequest | None = None,
-        /,
-        *,
-        agent_id: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.GetAgentResponse:
-        """GetAgent returns one registered agent (ACTIVE or STALE).
-
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            registry_service_pb2.GetAgentRequest,
-            request,
-            agent_id=agent_id,
-        )
-        return await self._transport.unary(
-            _REGISTRY_SERVICE_GET_AGENT,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    async def get_agent_card(
-        self,
-        request: registry_service_pb2.GetAgentCardRequest | None = None,
-        /,
-        *,
-        agent_id: str | None = None,
-        a2a_version: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.GetAgentCardResponse:
-        """GetAgentCard returns an agent's card as an A2A AgentCard JSON object (camelCase names),
-        leaving out empty optional fields and the fields that are not part of A2A (labels,
-        framework, sdk_language, sdk_version). a2a_version chooses the form: - "1.0" (the
-        default): name, description, version, supportedInterfaces [{url, protocolBinding,
-        protocolVersion}] (protocolVersion is the card's protocol_version, "0.3.0" when empty),
-        provider {organization, url}, iconUrl, documentationUrl, capabilities {streaming,
-        pushNotifications, extensions [{uri, description, required, params}]}, securitySchemes
-        (in the 1.0 form, e.g. {"apiKeySecurityScheme": {...}}), securityRequirements [{schemes:
-        {name: {list: [scopes]}}}], defaultInputModes, defaultOutputModes and skills [{id, name,
-        description, tags, examples, inputModes, outputModes}]; - "0.3": name, description,
-        version, protocolVersion, url and preferredTransport (from the first interface),
-        additionalInterfaces [{url, transport}], provider, iconUrl, documentationUrl,
-        capabilities (with stateTransitionHistory), securitySchemes, security, defaultInputModes,
-        defaultOutputModes and skills. Both forms need an endpoint: a card without interfaces
-        answers FAILED_PRECONDITION.
-
-        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (the card has no interfaces: field
-        violation "card.interfaces"), UNAUTHENTICATED, PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            registry_service_pb2.GetAgentCardRequest,
-            request,
-            agent_id=agent_id,
-            a2a_version=a2a_version,
-        )
-        return await self._transport.unary(
-            _REGISTRY_SERVICE_GET_AGENT_CARD,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def list_agents(
-        self,
-        request: registry_service_pb2.ListAgentsRequest | None = None,
-        /,
-        *,
-        page_size: int | None = None,
-        filter: registry_service_pb2.AgentFilter | Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> AsyncIterator[agent_pb2.Agent]:
-        """ListAgents lists registered agents in agent_id order, filtered by skill, capability,
-        labels, status, framework and SDK language.
-
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
-
-        Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_agents_page returns one page.
-        """
-        message, owned = _request(
-            registry_service_pb2.ListAgentsRequest,
-            request,
-            page_size=page_size,
-            filter=filter,
-        )
-        return self._transport.paginate(
-            _REGISTRY_SERVICE_LIST_AGENTS,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    async def list_agents_page(
-        self,
-        request: registry_service_pb2.ListAgentsRequest | None = None,
-        /,
-        *,
-        page_size: int | None = None,
-        page_token: str | None = None,
-        filter: registry_service_pb2.AgentFilter | Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.ListAgentsResponse:
-        """ListAgents lists registered agents in agent_id order, filtered by skill, capability,
-        labels, status, framework and SDK language.
-
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
-
-        Returns one page: pass its next_page_token as page_token for the next.
-        """
-        message, owned = _request(
-            registry_service_pb2.ListAgentsRequest,
-            request,
-            page_size=page_size,
-            page_token=page_token,
-            filter=filter,
-        )
-        return await self._transport.unary(
-            _REGISTRY_SERVICE_LIST_AGENTS,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    async def update_agent(
-        self,
-        request: registry_service_pb2.UpdateAgentRequest | None = None,
-        /,
-        *,
-        agent: agent_pb2.Agent | Mapping[str, Any] | None = None,
-        update_mask: Iterable[str] | field_mask_pb2.FieldMask | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> registry_service_pb2.UpdateAgentResponse:
-        """UpdateAgent changes the fields named in update_mask: card (replaced as a whole) and
-        lease_duration (unset means 30 seconds; applies from the next heartbeat). Watchers see
-        UPDATED.
-
-        Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, ABORTED (stale etag),
-        UNAUTHENTICATED, PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            registry_service_pb2.UpdateAgentRequest,
-            request,
-            agent=agent,
-            update_mask=_mask(update_mask),
-        )
-        return await self._transport.unary(
-            _REGISTRY_SERVICE_UPDATE_AGENT,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def watch_agents(
-        self,
-        request: registry_service_pb2.WatchAgentsRequest | None = None,
-        /,
-        *,
-        filter: registry_service_pb2.AgentFilter | Mapping[str, Any] | None = None,
-        send_initial_snapshot: bool | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> AsyncStream[registry_service_pb2.WatchAgentsResponse]:
-        """WatchAgents streams registry changes for agents that match the filter: REGISTERED,
-        UPDATED, STALE and REMOVED (deregistered or expired). With send_initial_snapshot it first
-        sends one SNAPSHOT event per matching agent and then one SNAPSHOT_COMPLETE, so a watcher
-        can build its view without a separate ListAgents. A change is sent when the agent matches
-        the filter before or after it, so an agent that stops matching is seen once more. Events
-        for one agent arrive in order. The stream has no resume point: after a disconnect, watch
-        again with send_initial_snapshot.
-
-        Errors: INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (server shutting
-        down; watch again).
-        """
-        message, owned = _request(
-            registry_service_pb2.WatchAgentsRequest,
-            request,
-            filter=filter,
-            send_initial_snapshot=send_initial_snapshot,
-        )
-        return self._transport.stream(
-            _REGISTRY_SERVICE_WATCH_AGENTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -5756,84 +4984,56 @@ class AsyncInferenceServiceClient:
         )
 
 
-class AdminServiceClient:
-    """AdminService manages projects (tenants), API keys and their roles, reads the audit log of
-    administrative changes, and tells a caller which server, contract and identity it is talking
-    to. Key and audit calls act on the caller's project; a ROLE_ADMIN key acts on another project
-    by sending `x-agentplane-project: <project_id>` metadata. Every change is recorded as an
-    AuditEvent.
+class RegistryServiceClient:
+    """RegistryService knows which agents exist in the project, what they can do (A2A-style agent
+    cards) and whether they are alive (leases renewed by heartbeats), and streams changes to
+    watchers. Every call is scoped to the caller's project. Any project credential may read the
+    registry; an agent credential may register, heartbeat, update and deregister only its own
+    agent_id (PERMISSION_DENIED with ERROR_REASON_AGENT_IDENTITY_MISMATCH otherwise).
 
-    Reached as Client.admin; the generated stub is .stub.
+    Reached as Client.registry; the generated stub is .stub.
     """
 
-    service_name = "agentplane.admin.v1.AdminService"
+    service_name = "agentplane.registry.v1.RegistryService"
 
     def __init__(self, transport: SyncTransport | NullTransport) -> None:
         self._transport = transport
-        self.stub: admin_service_pb2_grpc.AdminServiceStub | None = (
-            admin_service_pb2_grpc.AdminServiceStub(transport.channel)
+        self.stub: registry_service_pb2_grpc.RegistryServiceStub | None = (
+            registry_service_pb2_grpc.RegistryServiceStub(transport.channel)
             if transport.channel is not None
             else None
         )
 
-    def get_server_info(
+    def register_agent(
         self,
-        request: admin_service_pb2.GetServerInfoRequest | None = None,
+        request: registry_service_pb2.RegisterAgentRequest | None = None,
         /,
         *,
+        agent_id: str | None = None,
+        card: agent_pb2.AgentCard | Mapping[str, Any] | None = None,
+        lease_duration: datetime.timedelta | duration_pb2.Duration | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.GetServerInfoResponse:
-        """GetServerInfo returns the server's version, the contract version and digest it speaks,
-        its services and features, and the caller's identity ("whoami"). Any valid credential may
-        call it, e.g. `grpcurl -H 'authorization: Bearer ...' host:50051
-        agentplane.admin.v1.AdminService/GetServerInfo`.
+    ) -> registry_service_pb2.RegisterAgentResponse:
+        """RegisterAgent registers an agent with its card and starts its lease. Registering an
+        agent_id that is already registered (an agent that restarted before its lease ran out)
+        replaces its card and lease_duration, renews the lease and makes it ACTIVE, keeping its
+        create_time; watchers then see UPDATED instead of REGISTERED. Repeating the same call is
+        therefore safe.
 
-        Errors: UNAUTHENTICATED.
-        """
-        message, owned = _request(admin_service_pb2.GetServerInfoRequest, request)
-        return self._transport.unary(
-            _ADMIN_SERVICE_GET_SERVER_INFO,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def create_project(
-        self,
-        request: admin_service_pb2.CreateProjectRequest | None = None,
-        /,
-        *,
-        project_id: str | None = None,
-        display_name: str | None = None,
-        settings: project_pb2.ProjectSettings | Mapping[str, Any] | None = None,
-        labels: Mapping[str, str] | None = None,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> admin_service_pb2.CreateProjectResponse:
-        """CreateProject creates a project with the caller's id. It holds no keys: create them with
-        CreateApiKey and `x-agentplane-project`. Needs ROLE_ADMIN.
-
-        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (project_id taken,
-        ERROR_REASON_RESOURCE_ALREADY_EXISTS; or request_id reused with a different request,
-        ERROR_REASON_REQUEST_ID_CONFLICT), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad fields), UNAUTHENTICATED, PERMISSION_DENIED (agent credential
+        for another agent_id).
         """
         message, owned = _request(
-            admin_service_pb2.CreateProjectRequest,
+            registry_service_pb2.RegisterAgentRequest,
             request,
-            project_id=project_id,
-            display_name=display_name,
-            settings=settings,
-            labels=labels,
-            request_id=request_id,
+            agent_id=agent_id,
+            card=card,
+            lease_duration=lease_duration,
         )
         return self._transport.unary(
-            _ADMIN_SERVICE_CREATE_PROJECT,
+            _REGISTRY_SERVICE_REGISTER_AGENT,
             message,
             owned=owned,
             timeout=timeout,
@@ -5841,29 +5041,31 @@ class AdminServiceClient:
             headers=headers,
         )
 
-    def get_project(
+    def heartbeat_agent(
         self,
-        request: admin_service_pb2.GetProjectRequest | None = None,
+        request: registry_service_pb2.HeartbeatAgentRequest | None = None,
         /,
         *,
-        project_id: str | None = None,
+        agent_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.GetProjectResponse:
-        """GetProject returns one project. ROLE_ADMIN may read any project; other roles only their
-        own.
+    ) -> registry_service_pb2.HeartbeatAgentResponse:
+        """HeartbeatAgent renews an agent's lease: the lease now expires lease_duration from now,
+        and a STALE agent becomes ACTIVE again (watchers see UPDATED). A heartbeat that keeps an
+        ACTIVE agent ACTIVE changes neither etag nor update_time and sends no watch event. An
+        agent that gets NOT_FOUND was removed and must call RegisterAgent again.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND (ERROR_REASON_RESOURCE_NOT_FOUND with resource_type
-        "project"), UNAUTHENTICATED, PERMISSION_DENIED (another project).
+        Errors: INVALID_ARGUMENT, NOT_FOUND (not registered, or removed after its lease ran out),
+        UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            admin_service_pb2.GetProjectRequest,
+            registry_service_pb2.HeartbeatAgentRequest,
             request,
-            project_id=project_id,
+            agent_id=agent_id,
         )
         return self._transport.unary(
-            _ADMIN_SERVICE_GET_PROJECT,
+            _REGISTRY_SERVICE_HEARTBEAT_AGENT,
             message,
             owned=owned,
             timeout=timeout,
@@ -5871,31 +5073,138 @@ class AdminServiceClient:
             headers=headers,
         )
 
-    def list_projects(
+    def deregister_agent(
         self,
-        request: admin_service_pb2.ListProjectsRequest | None = None,
+        request: registry_service_pb2.DeregisterAgentRequest | None = None,
+        /,
+        *,
+        agent_id: str | None = None,
+        etag: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> registry_service_pb2.DeregisterAgentResponse:
+        """DeregisterAgent removes an agent at once, e.g. on shutdown; watchers see REMOVED with
+        reason DEREGISTERED. Its trust score, decisions and sessions are kept.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (stale etag), UNAUTHENTICATED,
+        PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            registry_service_pb2.DeregisterAgentRequest,
+            request,
+            agent_id=agent_id,
+            etag=etag,
+        )
+        return self._transport.unary(
+            _REGISTRY_SERVICE_DEREGISTER_AGENT,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def get_agent(
+        self,
+        request: registry_service_pb2.GetAgentRequest | None = None,
+        /,
+        *,
+        agent_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> registry_service_pb2.GetAgentResponse:
+        """GetAgent returns one registered agent (ACTIVE or STALE).
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            registry_service_pb2.GetAgentRequest,
+            request,
+            agent_id=agent_id,
+        )
+        return self._transport.unary(
+            _REGISTRY_SERVICE_GET_AGENT,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def get_agent_card(
+        self,
+        request: registry_service_pb2.GetAgentCardRequest | None = None,
+        /,
+        *,
+        agent_id: str | None = None,
+        a2a_version: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> registry_service_pb2.GetAgentCardResponse:
+        """GetAgentCard returns an agent's card as an A2A AgentCard JSON object (camelCase names),
+        leaving out empty optional fields and the fields that are not part of A2A (labels,
+        framework, sdk_language, sdk_version). a2a_version chooses the form: - "1.0" (the
+        default): name, description, version, supportedInterfaces [{url, protocolBinding,
+        protocolVersion}] (protocolVersion is the card's protocol_version, "0.3.0" when empty),
+        provider {organization, url}, iconUrl, documentationUrl, capabilities {streaming,
+        pushNotifications, extensions [{uri, description, required, params}]}, securitySchemes
+        (in the 1.0 form, e.g. {"apiKeySecurityScheme": {...}}), securityRequirements [{schemes:
+        {name: {list: [scopes]}}}], defaultInputModes, defaultOutputModes and skills [{id, name,
+        description, tags, examples, inputModes, outputModes}]; - "0.3": name, description,
+        version, protocolVersion, url and preferredTransport (from the first interface),
+        additionalInterfaces [{url, transport}], provider, iconUrl, documentationUrl,
+        capabilities (with stateTransitionHistory), securitySchemes, security, defaultInputModes,
+        defaultOutputModes and skills. Both forms need an endpoint: a card without interfaces
+        answers FAILED_PRECONDITION.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (the card has no interfaces: field
+        violation "card.interfaces"), UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            registry_service_pb2.GetAgentCardRequest,
+            request,
+            agent_id=agent_id,
+            a2a_version=a2a_version,
+        )
+        return self._transport.unary(
+            _REGISTRY_SERVICE_GET_AGENT_CARD,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def list_agents(
+        self,
+        request: registry_service_pb2.ListAgentsRequest | None = None,
         /,
         *,
         page_size: int | None = None,
+        filter: registry_service_pb2.AgentFilter | Mapping[str, Any] | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> Iterator[project_pb2.Project]:
-        """ListProjects lists projects ordered by project_id: every project for ROLE_ADMIN, only the
-        caller's own for other roles.
+    ) -> Iterator[agent_pb2.Agent]:
+        """ListAgents lists registered agents in agent_id order, filtered by skill, capability,
+        labels, status, framework and SDK language.
 
-        Errors: INVALID_ARGUMENT (bad page_token), UNAUTHENTICATED.
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
 
         Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_projects_page returns one page.
+        is read. list_agents_page returns one page.
         """
         message, owned = _request(
-            admin_service_pb2.ListProjectsRequest,
+            registry_service_pb2.ListAgentsRequest,
             request,
             page_size=page_size,
+            filter=filter,
         )
         return self._transport.paginate(
-            _ADMIN_SERVICE_LIST_PROJECTS,
+            _REGISTRY_SERVICE_LIST_AGENTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -5903,32 +5212,34 @@ class AdminServiceClient:
             headers=headers,
         )
 
-    def list_projects_page(
+    def list_agents_page(
         self,
-        request: admin_service_pb2.ListProjectsRequest | None = None,
+        request: registry_service_pb2.ListAgentsRequest | None = None,
         /,
         *,
         page_size: int | None = None,
         page_token: str | None = None,
+        filter: registry_service_pb2.AgentFilter | Mapping[str, Any] | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.ListProjectsResponse:
-        """ListProjects lists projects ordered by project_id: every project for ROLE_ADMIN, only the
-        caller's own for other roles.
+    ) -> registry_service_pb2.ListAgentsResponse:
+        """ListAgents lists registered agents in agent_id order, filtered by skill, capability,
+        labels, status, framework and SDK language.
 
-        Errors: INVALID_ARGUMENT (bad page_token), UNAUTHENTICATED.
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
 
         Returns one page: pass its next_page_token as page_token for the next.
         """
         message, owned = _request(
-            admin_service_pb2.ListProjectsRequest,
+            registry_service_pb2.ListAgentsRequest,
             request,
             page_size=page_size,
             page_token=page_token,
+            filter=filter,
         )
         return self._transport.unary(
-            _ADMIN_SERVICE_LIST_PROJECTS,
+            _REGISTRY_SERVICE_LIST_AGENTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -5936,261 +5247,32 @@ class AdminServiceClient:
             headers=headers,
         )
 
-    def update_project(
+    def update_agent(
         self,
-        request: admin_service_pb2.UpdateProjectRequest | None = None,
+        request: registry_service_pb2.UpdateAgentRequest | None = None,
         /,
         *,
-        project: project_pb2.Project | Mapping[str, Any] | None = None,
+        agent: agent_pb2.Agent | Mapping[str, Any] | None = None,
         update_mask: Iterable[str] | field_mask_pb2.FieldMask | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.UpdateProjectResponse:
-        """UpdateProject changes the fields named in update_mask: display_name, labels, settings,
-        settings.retention, settings.retention.sessions, settings.retention.traces,
-        settings.retention.feedback, settings.retention.decisions,
-        settings.retention.audit_events, settings.quotas,
-        settings.quotas.requests_per_second_per_key, settings.quotas.inference_tokens_per_day,
-        settings.quotas.max_api_keys. ROLE_ADMIN may change any project; ROLE_PROJECT_ADMIN its
-        own, except quota paths ("settings" and "settings.quotas..."). A shorter retention takes
-        effect at the next housekeeping run.
+    ) -> registry_service_pb2.UpdateAgentResponse:
+        """UpdateAgent changes the fields named in update_mask: card (replaced as a whole) and
+        lease_duration (unset means 30 seconds; applies from the next heartbeat). Watchers see
+        UPDATED.
 
-        Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, ABORTED (stale etag,
-        ERROR_REASON_ETAG_MISMATCH), UNAUTHENTICATED, PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            admin_service_pb2.UpdateProjectRequest,
-            request,
-            project=project,
-            update_mask=_mask(update_mask),
-        )
-        return self._transport.unary(
-            _ADMIN_SERVICE_UPDATE_PROJECT,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def delete_project(
-        self,
-        request: admin_service_pb2.DeleteProjectRequest | None = None,
-        /,
-        *,
-        project_id: str | None = None,
-        etag: str | None = None,
-        force: bool | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> admin_service_pb2.DeleteProjectResponse:
-        """DeleteProject deletes a project: its API keys stop working at once and all its records
-        (sessions, feedback, traces, agents, policies, keys, audit events) are deleted. A project
-        that still holds records needs force = true; the project "default" cannot be deleted.
-        Needs ROLE_ADMIN. The "project.delete" audit event is recorded in the caller's own
-        project.
-
-        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (project "default", or records left
-        and force not set), ABORTED (stale etag), UNAUTHENTICATED, PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            admin_service_pb2.DeleteProjectRequest,
-            request,
-            project_id=project_id,
-            etag=etag,
-            force=force,
-        )
-        return self._transport.unary(
-            _ADMIN_SERVICE_DELETE_PROJECT,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def create_api_key(
-        self,
-        request: admin_service_pb2.CreateApiKeyRequest | None = None,
-        /,
-        *,
-        display_name: str | None = None,
-        role: api_key_pb2.Role.ValueType | str | None = None,
-        agent_id: str | None = None,
-        expire_time: datetime.datetime | timestamp_pb2.Timestamp | None = None,
-        ttl: datetime.timedelta | duration_pb2.Duration | None = None,
-        requests_per_second: int | None = None,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> admin_service_pb2.CreateApiKeyResponse:
-        """CreateApiKey creates an API key in the caller's project and returns its secret `key`. The
-        secret is shown exactly once, in this response: the server stores only its hash, so it
-        can never be read again — store it now, or revoke the key and create another. ROLE_ADMIN
-        may create keys of any role; ROLE_PROJECT_ADMIN only keys of roles below its own
-        (ROLE_AGENT, ROLE_READER).
-
-        Errors: INVALID_ARGUMENT (bad fields, agent_id missing for ROLE_AGENT or set for another
-        role), ALREADY_EXISTS (request_id reused with a different request), RESOURCE_EXHAUSTED (the
-        project's max_api_keys reached, ERROR_REASON_QUOTA_EXCEEDED), UNAUTHENTICATED,
-        PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            admin_service_pb2.CreateApiKeyRequest,
-            request,
-            display_name=display_name,
-            role=role,
-            agent_id=agent_id,
-            expire_time=expire_time,
-            ttl=ttl,
-            requests_per_second=requests_per_second,
-            request_id=request_id,
-        )
-        return self._transport.unary(
-            _ADMIN_SERVICE_CREATE_API_KEY,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def get_api_key(
-        self,
-        request: admin_service_pb2.GetApiKeyRequest | None = None,
-        /,
-        *,
-        key_id: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> admin_service_pb2.GetApiKeyResponse:
-        """GetApiKey returns one key of the caller's project, without its secret. ROLE_AGENT may
-        read only its own key.
-
-        Errors: INVALID_ARGUMENT, NOT_FOUND (ERROR_REASON_RESOURCE_NOT_FOUND with resource_type
-        "api_key"), UNAUTHENTICATED, PERMISSION_DENIED.
-        """
-        message, owned = _request(
-            admin_service_pb2.GetApiKeyRequest,
-            request,
-            key_id=key_id,
-        )
-        return self._transport.unary(
-            _ADMIN_SERVICE_GET_API_KEY,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def list_api_keys(
-        self,
-        request: admin_service_pb2.ListApiKeysRequest | None = None,
-        /,
-        *,
-        page_size: int | None = None,
-        state: api_key_pb2.ApiKeyState.ValueType | str | None = None,
-        role: api_key_pb2.Role.ValueType | str | None = None,
-        agent_id: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> Iterator[api_key_pb2.ApiKey]:
-        """ListApiKeys lists the keys of the caller's project, newest first, never with secrets.
-        ROLE_AGENT sees only its own key.
-
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
-
-        Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_api_keys_page returns one page.
-        """
-        message, owned = _request(
-            admin_service_pb2.ListApiKeysRequest,
-            request,
-            page_size=page_size,
-            state=state,
-            role=role,
-            agent_id=agent_id,
-        )
-        return self._transport.paginate(
-            _ADMIN_SERVICE_LIST_API_KEYS,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def list_api_keys_page(
-        self,
-        request: admin_service_pb2.ListApiKeysRequest | None = None,
-        /,
-        *,
-        page_size: int | None = None,
-        page_token: str | None = None,
-        state: api_key_pb2.ApiKeyState.ValueType | str | None = None,
-        role: api_key_pb2.Role.ValueType | str | None = None,
-        agent_id: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> admin_service_pb2.ListApiKeysResponse:
-        """ListApiKeys lists the keys of the caller's project, newest first, never with secrets.
-        ROLE_AGENT sees only its own key.
-
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
-
-        Returns one page: pass its next_page_token as page_token for the next.
-        """
-        message, owned = _request(
-            admin_service_pb2.ListApiKeysRequest,
-            request,
-            page_size=page_size,
-            page_token=page_token,
-            state=state,
-            role=role,
-            agent_id=agent_id,
-        )
-        return self._transport.unary(
-            _ADMIN_SERVICE_LIST_API_KEYS,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def revoke_api_key(
-        self,
-        request: admin_service_pb2.RevokeApiKeyRequest | None = None,
-        /,
-        *,
-        key_id: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> admin_service_pb2.RevokeApiKeyResponse:
-        """RevokeApiKey revokes a key for good: calls with it fail with UNAUTHENTICATED once every
-        replica has seen the revocation (within 10 seconds). Revoking a revoked or expired key
-        changes nothing and returns it. ROLE_ADMIN may revoke any key of the project;
-        ROLE_PROJECT_ADMIN only keys of roles below its own (ROLE_AGENT, ROLE_READER); any key
-        may revoke itself. The last active ROLE_ADMIN key of the server cannot be revoked.
-
-        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (last active admin key),
+        Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, ABORTED (stale etag),
         UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            admin_service_pb2.RevokeApiKeyRequest,
+            registry_service_pb2.UpdateAgentRequest,
             request,
-            key_id=key_id,
+            agent=agent,
+            update_mask=_mask(update_mask),
         )
         return self._transport.unary(
-            _ADMIN_SERVICE_REVOKE_API_KEY,
+            _REGISTRY_SERVICE_UPDATE_AGENT,
             message,
             owned=owned,
             timeout=timeout,
@@ -6198,84 +5280,36 @@ class AdminServiceClient:
             headers=headers,
         )
 
-    def list_audit_events(
+    def watch_agents(
         self,
-        request: admin_service_pb2.ListAuditEventsRequest | None = None,
+        request: registry_service_pb2.WatchAgentsRequest | None = None,
         /,
         *,
-        page_size: int | None = None,
-        actions: Iterable[str] | None = None,
-        actor: str | None = None,
-        resource_type: str | None = None,
-        resource_id: str | None = None,
-        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
+        filter: registry_service_pb2.AgentFilter | Mapping[str, Any] | None = None,
+        send_initial_snapshot: bool | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> Iterator[audit_event_pb2.AuditEvent]:
-        """ListAuditEvents lists the caller's project's audit events, newest first, filtered by
-        action, actor, resource and time. Needs ROLE_ADMIN, ROLE_PROJECT_ADMIN or ROLE_READER.
+    ) -> SyncStream[registry_service_pb2.WatchAgentsResponse]:
+        """WatchAgents streams registry changes for agents that match the filter: REGISTERED,
+        UPDATED, STALE and REMOVED (deregistered or expired). With send_initial_snapshot it first
+        sends one SNAPSHOT event per matching agent and then one SNAPSHOT_COMPLETE, so a watcher
+        can build its view without a separate ListAgents. A change is sent when the agent matches
+        the filter before or after it, so an agent that stops matching is seen once more. Events
+        for one agent arrive in order. The stream has no resume point: after a disconnect, watch
+        again with send_initial_snapshot.
 
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
-
-        Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_audit_events_page returns one page.
+        Errors: INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (server shutting
+        down; watch again).
         """
         message, owned = _request(
-            admin_service_pb2.ListAuditEventsRequest,
+            registry_service_pb2.WatchAgentsRequest,
             request,
-            page_size=page_size,
-            actions=actions,
-            actor=actor,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            create_time=create_time,
+            filter=filter,
+            send_initial_snapshot=send_initial_snapshot,
         )
-        return self._transport.paginate(
-            _ADMIN_SERVICE_LIST_AUDIT_EVENTS,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    def list_audit_events_page(
-        self,
-        request: admin_service_pb2.ListAuditEventsRequest | None = None,
-        /,
-        *,
-        page_size: int | None = None,
-        page_token: str | None = None,
-        actions: Iterable[str] | None = None,
-        actor: str | None = None,
-        resource_type: str | None = None,
-        resource_id: str | None = None,
-        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> admin_service_pb2.ListAuditEventsResponse:
-        """ListAuditEvents lists the caller's project's audit events, newest first, filtered by
-        action, actor, resource and time. Needs ROLE_ADMIN, ROLE_PROJECT_ADMIN or ROLE_READER.
-
-        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
-
-        Returns one page: pass its next_page_token as page_token for the next.
-        """
-        message, owned = _request(
-            admin_service_pb2.ListAuditEventsRequest,
-            request,
-            page_size=page_size,
-            page_token=page_token,
-            actions=actions,
-            actor=actor,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            create_time=create_time,
-        )
-        return self._transport.unary(
-            _ADMIN_SERVICE_LIST_AUDIT_EVENTS,
+        return self._transport.stream(
+            _REGISTRY_SERVICE_WATCH_AGENTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -6284,84 +5318,56 @@ class AdminServiceClient:
         )
 
 
-class AsyncAdminServiceClient:
-    """AdminService manages projects (tenants), API keys and their roles, reads the audit log of
-    administrative changes, and tells a caller which server, contract and identity it is talking
-    to. Key and audit calls act on the caller's project; a ROLE_ADMIN key acts on another project
-    by sending `x-agentplane-project: <project_id>` metadata. Every change is recorded as an
-    AuditEvent.
+class AsyncRegistryServiceClient:
+    """RegistryService knows which agents exist in the project, what they can do (A2A-style agent
+    cards) and whether they are alive (leases renewed by heartbeats), and streams changes to
+    watchers. Every call is scoped to the caller's project. Any project credential may read the
+    registry; an agent credential may register, heartbeat, update and deregister only its own
+    agent_id (PERMISSION_DENIED with ERROR_REASON_AGENT_IDENTITY_MISMATCH otherwise).
 
-    Reached as Client.admin on an AsyncClient; the generated stub is .stub.
+    Reached as Client.registry on an AsyncClient; the generated stub is .stub.
     """
 
-    service_name = "agentplane.admin.v1.AdminService"
+    service_name = "agentplane.registry.v1.RegistryService"
 
     def __init__(self, transport: AsyncTransport | NullTransport) -> None:
         self._transport = transport
-        self.stub: admin_service_pb2_grpc.AdminServiceStub | None = (
-            admin_service_pb2_grpc.AdminServiceStub(transport.channel)
+        self.stub: registry_service_pb2_grpc.RegistryServiceStub | None = (
+            registry_service_pb2_grpc.RegistryServiceStub(transport.channel)
             if transport.channel is not None
             else None
         )
 
-    async def get_server_info(
+    async def register_agent(
         self,
-        request: admin_service_pb2.GetServerInfoRequest | None = None,
+        request: registry_service_pb2.RegisterAgentRequest | None = None,
         /,
         *,
+        agent_id: str | None = None,
+        card: agent_pb2.AgentCard | Mapping[str, Any] | None = None,
+        lease_duration: datetime.timedelta | duration_pb2.Duration | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.GetServerInfoResponse:
-        """GetServerInfo returns the server's version, the contract version and digest it speaks,
-        its services and features, and the caller's identity ("whoami"). Any valid credential may
-        call it, e.g. `grpcurl -H 'authorization: Bearer ...' host:50051
-        agentplane.admin.v1.AdminService/GetServerInfo`.
+    ) -> registry_service_pb2.RegisterAgentResponse:
+        """RegisterAgent registers an agent with its card and starts its lease. Registering an
+        agent_id that is already registered (an agent that restarted before its lease ran out)
+        replaces its card and lease_duration, renews the lease and makes it ACTIVE, keeping its
+        create_time; watchers then see UPDATED instead of REGISTERED. Repeating the same call is
+        therefore safe.
 
-        Errors: UNAUTHENTICATED.
-        """
-        message, owned = _request(admin_service_pb2.GetServerInfoRequest, request)
-        return await self._transport.unary(
-            _ADMIN_SERVICE_GET_SERVER_INFO,
-            message,
-            owned=owned,
-            timeout=timeout,
-            retry=retry,
-            headers=headers,
-        )
-
-    async def create_project(
-        self,
-        request: admin_service_pb2.CreateProjectRequest | None = None,
-        /,
-        *,
-        project_id: str | None = None,
-        display_name: str | None = None,
-        settings: project_pb2.ProjectSettings | Mapping[str, Any] | None = None,
-        labels: Mapping[str, str] | None = None,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        retry: RetryPolicy | bool | None = None,
-        headers: Headers | None = None,
-    ) -> admin_service_pb2.CreateProjectResponse:
-        """CreateProject creates a project with the caller's id. It holds no keys: create them with
-        CreateApiKey and `x-agentplane-project`. Needs ROLE_ADMIN.
-
-        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (project_id taken,
-        ERROR_REASON_RESOURCE_ALREADY_EXISTS; or request_id reused with a different request,
-        ERROR_REASON_REQUEST_ID_CONFLICT), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad fields), UNAUTHENTICATED, PERMISSION_DENIED (agent credential
+        for another agent_id).
         """
         message, owned = _request(
-            admin_service_pb2.CreateProjectRequest,
+            registry_service_pb2.RegisterAgentRequest,
             request,
-            project_id=project_id,
-            display_name=display_name,
-            settings=settings,
-            labels=labels,
-            request_id=request_id,
+            agent_id=agent_id,
+            card=card,
+            lease_duration=lease_duration,
         )
         return await self._transport.unary(
-            _ADMIN_SERVICE_CREATE_PROJECT,
+            _REGISTRY_SERVICE_REGISTER_AGENT,
             message,
             owned=owned,
             timeout=timeout,
@@ -6369,29 +5375,31 @@ class AsyncAdminServiceClient:
             headers=headers,
         )
 
-    async def get_project(
+    async def heartbeat_agent(
         self,
-        request: admin_service_pb2.GetProjectRequest | None = None,
+        request: registry_service_pb2.HeartbeatAgentRequest | None = None,
         /,
         *,
-        project_id: str | None = None,
+        agent_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.GetProjectResponse:
-        """GetProject returns one project. ROLE_ADMIN may read any project; other roles only their
-        own.
+    ) -> registry_service_pb2.HeartbeatAgentResponse:
+        """HeartbeatAgent renews an agent's lease: the lease now expires lease_duration from now,
+        and a STALE agent becomes ACTIVE again (watchers see UPDATED). A heartbeat that keeps an
+        ACTIVE agent ACTIVE changes neither etag nor update_time and sends no watch event. An
+        agent that gets NOT_FOUND was removed and must call RegisterAgent again.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND (ERROR_REASON_RESOURCE_NOT_FOUND with resource_type
-        "project"), UNAUTHENTICATED, PERMISSION_DENIED (another project).
+        Errors: INVALID_ARGUMENT, NOT_FOUND (not registered, or removed after its lease ran out),
+        UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            admin_service_pb2.GetProjectRequest,
+            registry_service_pb2.HeartbeatAgentRequest,
             request,
-            project_id=project_id,
+            agent_id=agent_id,
         )
         return await self._transport.unary(
-            _ADMIN_SERVICE_GET_PROJECT,
+            _REGISTRY_SERVICE_HEARTBEAT_AGENT,
             message,
             owned=owned,
             timeout=timeout,
@@ -6399,31 +5407,138 @@ class AsyncAdminServiceClient:
             headers=headers,
         )
 
-    def list_projects(
+    async def deregister_agent(
         self,
-        request: admin_service_pb2.ListProjectsRequest | None = None,
+        request: registry_service_pb2.DeregisterAgentRequest | None = None,
+        /,
+        *,
+        agent_id: str | None = None,
+        etag: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> registry_service_pb2.DeregisterAgentResponse:
+        """DeregisterAgent removes an agent at once, e.g. on shutdown; watchers see REMOVED with
+        reason DEREGISTERED. Its trust score, decisions and sessions are kept.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (stale etag), UNAUTHENTICATED,
+        PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            registry_service_pb2.DeregisterAgentRequest,
+            request,
+            agent_id=agent_id,
+            etag=etag,
+        )
+        return await self._transport.unary(
+            _REGISTRY_SERVICE_DEREGISTER_AGENT,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    async def get_agent(
+        self,
+        request: registry_service_pb2.GetAgentRequest | None = None,
+        /,
+        *,
+        agent_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> registry_service_pb2.GetAgentResponse:
+        """GetAgent returns one registered agent (ACTIVE or STALE).
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            registry_service_pb2.GetAgentRequest,
+            request,
+            agent_id=agent_id,
+        )
+        return await self._transport.unary(
+            _REGISTRY_SERVICE_GET_AGENT,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    async def get_agent_card(
+        self,
+        request: registry_service_pb2.GetAgentCardRequest | None = None,
+        /,
+        *,
+        agent_id: str | None = None,
+        a2a_version: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> registry_service_pb2.GetAgentCardResponse:
+        """GetAgentCard returns an agent's card as an A2A AgentCard JSON object (camelCase names),
+        leaving out empty optional fields and the fields that are not part of A2A (labels,
+        framework, sdk_language, sdk_version). a2a_version chooses the form: - "1.0" (the
+        default): name, description, version, supportedInterfaces [{url, protocolBinding,
+        protocolVersion}] (protocolVersion is the card's protocol_version, "0.3.0" when empty),
+        provider {organization, url}, iconUrl, documentationUrl, capabilities {streaming,
+        pushNotifications, extensions [{uri, description, required, params}]}, securitySchemes
+        (in the 1.0 form, e.g. {"apiKeySecurityScheme": {...}}), securityRequirements [{schemes:
+        {name: {list: [scopes]}}}], defaultInputModes, defaultOutputModes and skills [{id, name,
+        description, tags, examples, inputModes, outputModes}]; - "0.3": name, description,
+        version, protocolVersion, url and preferredTransport (from the first interface),
+        additionalInterfaces [{url, transport}], provider, iconUrl, documentationUrl,
+        capabilities (with stateTransitionHistory), securitySchemes, security, defaultInputModes,
+        defaultOutputModes and skills. Both forms need an endpoint: a card without interfaces
+        answers FAILED_PRECONDITION.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (the card has no interfaces: field
+        violation "card.interfaces"), UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            registry_service_pb2.GetAgentCardRequest,
+            request,
+            agent_id=agent_id,
+            a2a_version=a2a_version,
+        )
+        return await self._transport.unary(
+            _REGISTRY_SERVICE_GET_AGENT_CARD,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def list_agents(
+        self,
+        request: registry_service_pb2.ListAgentsRequest | None = None,
         /,
         *,
         page_size: int | None = None,
+        filter: registry_service_pb2.AgentFilter | Mapping[str, Any] | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> AsyncIterator[project_pb2.Project]:
-        """ListProjects lists projects ordered by project_id: every project for ROLE_ADMIN, only the
-        caller's own for other roles.
+    ) -> AsyncIterator[agent_pb2.Agent]:
+        """ListAgents lists registered agents in agent_id order, filtered by skill, capability,
+        labels, status, framework and SDK language.
 
-        Errors: INVALID_ARGUMENT (bad page_token), UNAUTHENTICATED.
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
 
         Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_projects_page returns one page.
+        is read. list_agents_page returns one page.
         """
         message, owned = _request(
-            admin_service_pb2.ListProjectsRequest,
+            registry_service_pb2.ListAgentsRequest,
             request,
             page_size=page_size,
+            filter=filter,
         )
         return self._transport.paginate(
-            _ADMIN_SERVICE_LIST_PROJECTS,
+            _REGISTRY_SERVICE_LIST_AGENTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -6431,32 +5546,34 @@ class AsyncAdminServiceClient:
             headers=headers,
         )
 
-    async def list_projects_page(
+    async def list_agents_page(
         self,
-        request: admin_service_pb2.ListProjectsRequest | None = None,
+        request: registry_service_pb2.ListAgentsRequest | None = None,
         /,
         *,
         page_size: int | None = None,
         page_token: str | None = None,
+        filter: registry_service_pb2.AgentFilter | Mapping[str, Any] | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.ListProjectsResponse:
-        """ListProjects lists projects ordered by project_id: every project for ROLE_ADMIN, only the
-        caller's own for other roles.
+    ) -> registry_service_pb2.ListAgentsResponse:
+        """ListAgents lists registered agents in agent_id order, filtered by skill, capability,
+        labels, status, framework and SDK language.
 
-        Errors: INVALID_ARGUMENT (bad page_token), UNAUTHENTICATED.
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
 
         Returns one page: pass its next_page_token as page_token for the next.
         """
         message, owned = _request(
-            admin_service_pb2.ListProjectsRequest,
+            registry_service_pb2.ListAgentsRequest,
             request,
             page_size=page_size,
             page_token=page_token,
+            filter=filter,
         )
         return await self._transport.unary(
-            _ADMIN_SERVICE_LIST_PROJECTS,
+            _REGISTRY_SERVICE_LIST_AGENTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -6464,37 +5581,32 @@ class AsyncAdminServiceClient:
             headers=headers,
         )
 
-    async def update_project(
+    async def update_agent(
         self,
-        request: admin_service_pb2.UpdateProjectRequest | None = None,
+        request: registry_service_pb2.UpdateAgentRequest | None = None,
         /,
         *,
-        project: project_pb2.Project | Mapping[str, Any] | None = None,
+        agent: agent_pb2.Agent | Mapping[str, Any] | None = None,
         update_mask: Iterable[str] | field_mask_pb2.FieldMask | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.UpdateProjectResponse:
-        """UpdateProject changes the fields named in update_mask: display_name, labels, settings,
-        settings.retention, settings.retention.sessions, settings.retention.traces,
-        settings.retention.feedback, settings.retention.decisions,
-        settings.retention.audit_events, settings.quotas,
-        settings.quotas.requests_per_second_per_key, settings.quotas.inference_tokens_per_day,
-        settings.quotas.max_api_keys. ROLE_ADMIN may change any project; ROLE_PROJECT_ADMIN its
-        own, except quota paths ("settings" and "settings.quotas..."). A shorter retention takes
-        effect at the next housekeeping run.
+    ) -> registry_service_pb2.UpdateAgentResponse:
+        """UpdateAgent changes the fields named in update_mask: card (replaced as a whole) and
+        lease_duration (unset means 30 seconds; applies from the next heartbeat). Watchers see
+        UPDATED.
 
-        Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, ABORTED (stale etag,
-        ERROR_REASON_ETAG_MISMATCH), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, ABORTED (stale etag),
+        UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            admin_service_pb2.UpdateProjectRequest,
+            registry_service_pb2.UpdateAgentRequest,
             request,
-            project=project,
+            agent=agent,
             update_mask=_mask(update_mask),
         )
         return await self._transport.unary(
-            _ADMIN_SERVICE_UPDATE_PROJECT,
+            _REGISTRY_SERVICE_UPDATE_AGENT,
             message,
             owned=owned,
             timeout=timeout,
@@ -6502,36 +5614,36 @@ class AsyncAdminServiceClient:
             headers=headers,
         )
 
-    async def delete_project(
+    def watch_agents(
         self,
-        request: admin_service_pb2.DeleteProjectRequest | None = None,
+        request: registry_service_pb2.WatchAgentsRequest | None = None,
         /,
         *,
-        project_id: str | None = None,
-        etag: str | None = None,
-        force: bool | None = None,
+        filter: registry_service_pb2.AgentFilter | Mapping[str, Any] | None = None,
+        send_initial_snapshot: bool | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.DeleteProjectResponse:
-        """DeleteProject deletes a project: its API keys stop working at once and all its records
-        (sessions, feedback, traces, agents, policies, keys, audit events) are deleted. A project
-        that still holds records needs force = true; the project "default" cannot be deleted.
-        Needs ROLE_ADMIN. The "project.delete" audit event is recorded in the caller's own
-        project.
+    ) -> AsyncStream[registry_service_pb2.WatchAgentsResponse]:
+        """WatchAgents streams registry changes for agents that match the filter: REGISTERED,
+        UPDATED, STALE and REMOVED (deregistered or expired). With send_initial_snapshot it first
+        sends one SNAPSHOT event per matching agent and then one SNAPSHOT_COMPLETE, so a watcher
+        can build its view without a separate ListAgents. A change is sent when the agent matches
+        the filter before or after it, so an agent that stops matching is seen once more. Events
+        for one agent arrive in order. The stream has no resume point: after a disconnect, watch
+        again with send_initial_snapshot.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (project "default", or records left
-        and force not set), ABORTED (stale etag), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE (server shutting
+        down; watch again).
         """
         message, owned = _request(
-            admin_service_pb2.DeleteProjectRequest,
+            registry_service_pb2.WatchAgentsRequest,
             request,
-            project_id=project_id,
-            etag=etag,
-            force=force,
+            filter=filter,
+            send_initial_snapshot=send_initial_snapshot,
         )
-        return await self._transport.unary(
-            _ADMIN_SERVICE_DELETE_PROJECT,
+        return self._transport.stream(
+            _REGISTRY_SERVICE_WATCH_AGENTS,
             message,
             owned=owned,
             timeout=timeout,
@@ -6539,46 +5651,58 @@ class AsyncAdminServiceClient:
             headers=headers,
         )
 
-    async def create_api_key(
+
+class SessionServiceClient:
+    """SessionService stores conversations that span agents: sessions, their ordered messages,
+    forks, usage totals and a live watch. Every call is scoped to the caller's project.
+
+    Reached as Client.sessions; the generated stub is .stub.
+    """
+
+    service_name = "agentplane.session.v1.SessionService"
+
+    def __init__(self, transport: SyncTransport | NullTransport) -> None:
+        self._transport = transport
+        self.stub: session_service_pb2_grpc.SessionServiceStub | None = (
+            session_service_pb2_grpc.SessionServiceStub(transport.channel)
+            if transport.channel is not None
+            else None
+        )
+
+    def create_session(
         self,
-        request: admin_service_pb2.CreateApiKeyRequest | None = None,
+        request: session_service_pb2.CreateSessionRequest | None = None,
         /,
         *,
-        display_name: str | None = None,
-        role: api_key_pb2.Role.ValueType | str | None = None,
+        session_id: str | None = None,
+        title: str | None = None,
+        user_id: str | None = None,
         agent_id: str | None = None,
-        expire_time: datetime.datetime | timestamp_pb2.Timestamp | None = None,
-        ttl: datetime.timedelta | duration_pb2.Duration | None = None,
-        requests_per_second: int | None = None,
+        labels: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | struct_pb2.Struct | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.CreateApiKeyResponse:
-        """CreateApiKey creates an API key in the caller's project and returns its secret `key`. The
-        secret is shown exactly once, in this response: the server stores only its hash, so it
-        can never be read again — store it now, or revoke the key and create another. ROLE_ADMIN
-        may create keys of any role; ROLE_PROJECT_ADMIN only keys of roles below its own
-        (ROLE_AGENT, ROLE_READER).
+    ) -> session_service_pb2.CreateSessionResponse:
+        """CreateSession creates a session, with the caller's id or a generated one.
 
-        Errors: INVALID_ARGUMENT (bad fields, agent_id missing for ROLE_AGENT or set for another
-        role), ALREADY_EXISTS (request_id reused with a different request), RESOURCE_EXHAUSTED (the
-        project's max_api_keys reached, ERROR_REASON_QUOTA_EXCEEDED), UNAUTHENTICATED,
-        PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (session_id taken, or request_id
+        reused with a different request), UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            admin_service_pb2.CreateApiKeyRequest,
+            session_service_pb2.CreateSessionRequest,
             request,
-            display_name=display_name,
-            role=role,
+            session_id=session_id,
+            title=title,
+            user_id=user_id,
             agent_id=agent_id,
-            expire_time=expire_time,
-            ttl=ttl,
-            requests_per_second=requests_per_second,
+            labels=labels,
+            metadata=metadata,
             request_id=request_id,
         )
-        return await self._transport.unary(
-            _ADMIN_SERVICE_CREATE_API_KEY,
+        return self._transport.unary(
+            _SESSION_SERVICE_CREATE_SESSION,
             message,
             owned=owned,
             timeout=timeout,
@@ -6586,29 +5710,27 @@ class AsyncAdminServiceClient:
             headers=headers,
         )
 
-    async def get_api_key(
+    def get_session(
         self,
-        request: admin_service_pb2.GetApiKeyRequest | None = None,
+        request: session_service_pb2.GetSessionRequest | None = None,
         /,
         *,
-        key_id: str | None = None,
+        session_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.GetApiKeyResponse:
-        """GetApiKey returns one key of the caller's project, without its secret. ROLE_AGENT may
-        read only its own key.
+    ) -> session_service_pb2.GetSessionResponse:
+        """GetSession returns one session with its totals.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND (ERROR_REASON_RESOURCE_NOT_FOUND with resource_type
-        "api_key"), UNAUTHENTICATED, PERMISSION_DENIED.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            admin_service_pb2.GetApiKeyRequest,
+            session_service_pb2.GetSessionRequest,
             request,
-            key_id=key_id,
+            session_id=session_id,
         )
-        return await self._transport.unary(
-            _ADMIN_SERVICE_GET_API_KEY,
+        return self._transport.unary(
+            _SESSION_SERVICE_GET_SESSION,
             message,
             owned=owned,
             timeout=timeout,
@@ -6616,37 +5738,40 @@ class AsyncAdminServiceClient:
             headers=headers,
         )
 
-    def list_api_keys(
+    def list_sessions(
         self,
-        request: admin_service_pb2.ListApiKeysRequest | None = None,
+        request: session_service_pb2.ListSessionsRequest | None = None,
         /,
         *,
         page_size: int | None = None,
-        state: api_key_pb2.ApiKeyState.ValueType | str | None = None,
-        role: api_key_pb2.Role.ValueType | str | None = None,
+        user_id: str | None = None,
         agent_id: str | None = None,
+        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
+        state: session_pb2.SessionState.ValueType | str | None = None,
+        parent_session_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> AsyncIterator[api_key_pb2.ApiKey]:
-        """ListApiKeys lists the keys of the caller's project, newest first, never with secrets.
-        ROLE_AGENT sees only its own key.
+    ) -> Iterator[session_pb2.Session]:
+        """ListSessions lists sessions, newest first, filtered by user, agent, state and time.
 
         Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
 
         Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_api_keys_page returns one page.
+        is read. list_sessions_page returns one page.
         """
         message, owned = _request(
-            admin_service_pb2.ListApiKeysRequest,
+            session_service_pb2.ListSessionsRequest,
             request,
             page_size=page_size,
-            state=state,
-            role=role,
+            user_id=user_id,
             agent_id=agent_id,
+            create_time=create_time,
+            state=state,
+            parent_session_id=parent_session_id,
         )
         return self._transport.paginate(
-            _ADMIN_SERVICE_LIST_API_KEYS,
+            _SESSION_SERVICE_LIST_SESSIONS,
             message,
             owned=owned,
             timeout=timeout,
@@ -6654,38 +5779,41 @@ class AsyncAdminServiceClient:
             headers=headers,
         )
 
-    async def list_api_keys_page(
+    def list_sessions_page(
         self,
-        request: admin_service_pb2.ListApiKeysRequest | None = None,
+        request: session_service_pb2.ListSessionsRequest | None = None,
         /,
         *,
         page_size: int | None = None,
         page_token: str | None = None,
-        state: api_key_pb2.ApiKeyState.ValueType | str | None = None,
-        role: api_key_pb2.Role.ValueType | str | None = None,
+        user_id: str | None = None,
         agent_id: str | None = None,
+        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
+        state: session_pb2.SessionState.ValueType | str | None = None,
+        parent_session_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.ListApiKeysResponse:
-        """ListApiKeys lists the keys of the caller's project, newest first, never with secrets.
-        ROLE_AGENT sees only its own key.
+    ) -> session_service_pb2.ListSessionsResponse:
+        """ListSessions lists sessions, newest first, filtered by user, agent, state and time.
 
         Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
 
         Returns one page: pass its next_page_token as page_token for the next.
         """
         message, owned = _request(
-            admin_service_pb2.ListApiKeysRequest,
+            session_service_pb2.ListSessionsRequest,
             request,
             page_size=page_size,
             page_token=page_token,
-            state=state,
-            role=role,
+            user_id=user_id,
             agent_id=agent_id,
+            create_time=create_time,
+            state=state,
+            parent_session_id=parent_session_id,
         )
-        return await self._transport.unary(
-            _ADMIN_SERVICE_LIST_API_KEYS,
+        return self._transport.unary(
+            _SESSION_SERVICE_LIST_SESSIONS,
             message,
             owned=owned,
             timeout=timeout,
@@ -6693,32 +5821,31 @@ class AsyncAdminServiceClient:
             headers=headers,
         )
 
-    async def revoke_api_key(
+    def update_session(
         self,
-        request: admin_service_pb2.RevokeApiKeyRequest | None = None,
+        request: session_service_pb2.UpdateSessionRequest | None = None,
         /,
         *,
-        key_id: str | None = None,
+        session: session_pb2.Session | Mapping[str, Any] | None = None,
+        update_mask: Iterable[str] | field_mask_pb2.FieldMask | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.RevokeApiKeyResponse:
-        """RevokeApiKey revokes a key for good: calls with it fail with UNAUTHENTICATED once every
-        replica has seen the revocation (within 10 seconds). Revoking a revoked or expired key
-        changes nothing and returns it. ROLE_ADMIN may revoke any key of the project;
-        ROLE_PROJECT_ADMIN only keys of roles below its own (ROLE_AGENT, ROLE_READER); any key
-        may revoke itself. The last active ROLE_ADMIN key of the server cannot be revoked.
+    ) -> session_service_pb2.UpdateSessionResponse:
+        """UpdateSession changes the fields named in update_mask (title, user_id, labels, metadata,
+        state).
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (last active admin key),
+        Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, ABORTED (stale etag),
         UNAUTHENTICATED, PERMISSION_DENIED.
         """
         message, owned = _request(
-            admin_service_pb2.RevokeApiKeyRequest,
+            session_service_pb2.UpdateSessionRequest,
             request,
-            key_id=key_id,
+            session=session,
+            update_mask=_mask(update_mask),
         )
-        return await self._transport.unary(
-            _ADMIN_SERVICE_REVOKE_API_KEY,
+        return self._transport.unary(
+            _SESSION_SERVICE_UPDATE_SESSION,
             message,
             owned=owned,
             timeout=timeout,
@@ -6726,41 +5853,366 @@ class AsyncAdminServiceClient:
             headers=headers,
         )
 
-    def list_audit_events(
+    def delete_session(
         self,
-        request: admin_service_pb2.ListAuditEventsRequest | None = None,
+        request: session_service_pb2.DeleteSessionRequest | None = None,
         /,
         *,
-        page_size: int | None = None,
-        actions: Iterable[str] | None = None,
-        actor: str | None = None,
-        resource_type: str | None = None,
-        resource_id: str | None = None,
-        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
+        session_id: str | None = None,
+        etag: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> AsyncIterator[audit_event_pb2.AuditEvent]:
-        """ListAuditEvents lists the caller's project's audit events, newest first, filtered by
-        action, actor, resource and time. Needs ROLE_ADMIN, ROLE_PROJECT_ADMIN or ROLE_READER.
+    ) -> session_service_pb2.DeleteSessionResponse:
+        """DeleteSession deletes a session and its messages. Forks of it are kept.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (stale etag), UNAUTHENTICATED,
+        PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            session_service_pb2.DeleteSessionRequest,
+            request,
+            session_id=session_id,
+            etag=etag,
+        )
+        return self._transport.unary(
+            _SESSION_SERVICE_DELETE_SESSION,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def append_messages(
+        self,
+        request: session_service_pb2.AppendMessagesRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        messages: Iterable[session_service_pb2.MessageInput | Mapping[str, Any]] | None = None,
+        request_id: str | None = None,
+        expected_last_sequence: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> session_service_pb2.AppendMessagesResponse:
+        """AppendMessages appends messages to a session in one transaction; they get consecutive
+        sequence numbers. Retrying with the same request_id returns the original messages instead
+        of appending twice.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (session closed), ABORTED
+        (expected_last_sequence did not match), ALREADY_EXISTS (request_id reused with different
+        messages), UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            session_service_pb2.AppendMessagesRequest,
+            request,
+            session_id=session_id,
+            messages=messages,
+            request_id=request_id,
+            expected_last_sequence=expected_last_sequence,
+        )
+        return self._transport.unary(
+            _SESSION_SERVICE_APPEND_MESSAGES,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def list_messages(
+        self,
+        request: session_service_pb2.ListMessagesRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        page_size: int | None = None,
+        after_sequence: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> Iterator[session_pb2.Message]:
+        """ListMessages lists a session's messages in sequence order.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+
+        Returns an iterator over the items of every page; it sends no request until the first item
+        is read. list_messages_page returns one page.
+        """
+        message, owned = _request(
+            session_service_pb2.ListMessagesRequest,
+            request,
+            session_id=session_id,
+            page_size=page_size,
+            after_sequence=after_sequence,
+        )
+        return self._transport.paginate(
+            _SESSION_SERVICE_LIST_MESSAGES,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def list_messages_page(
+        self,
+        request: session_service_pb2.ListMessagesRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        after_sequence: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> session_service_pb2.ListMessagesResponse:
+        """ListMessages lists a session's messages in sequence order.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+
+        Returns one page: pass its next_page_token as page_token for the next.
+        """
+        message, owned = _request(
+            session_service_pb2.ListMessagesRequest,
+            request,
+            session_id=session_id,
+            page_size=page_size,
+            page_token=page_token,
+            after_sequence=after_sequence,
+        )
+        return self._transport.unary(
+            _SESSION_SERVICE_LIST_MESSAGES,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def fork_session(
+        self,
+        request: session_service_pb2.ForkSessionRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        at_sequence: int | None = None,
+        new_session_id: str | None = None,
+        title: str | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> session_service_pb2.ForkSessionResponse:
+        """ForkSession creates a new session holding copies of the messages up to and including
+        at_sequence; the new session records its parent.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND (session or sequence), ALREADY_EXISTS (new_session_id
+        taken), UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            session_service_pb2.ForkSessionRequest,
+            request,
+            session_id=session_id,
+            at_sequence=at_sequence,
+            new_session_id=new_session_id,
+            title=title,
+            request_id=request_id,
+        )
+        return self._transport.unary(
+            _SESSION_SERVICE_FORK_SESSION,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def get_session_usage(
+        self,
+        request: session_service_pb2.GetSessionUsageRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> session_service_pb2.GetSessionUsageResponse:
+        """GetSessionUsage totals a session's usage and cost, overall, per agent and per model.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            session_service_pb2.GetSessionUsageRequest,
+            request,
+            session_id=session_id,
+        )
+        return self._transport.unary(
+            _SESSION_SERVICE_GET_SESSION_USAGE,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def watch_session(
+        self,
+        request: session_service_pb2.WatchSessionRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        after_sequence: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> SyncStream[session_service_pb2.WatchSessionResponse]:
+        """WatchSession streams the messages appended to a session, in order, each once: first those
+        after after_sequence, then new ones as they are stored. To resume after a disconnect,
+        send the last sequence received as after_sequence. The stream ends when the session is
+        deleted.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            session_service_pb2.WatchSessionRequest,
+            request,
+            session_id=session_id,
+            after_sequence=after_sequence,
+        )
+        return self._transport.stream(
+            _SESSION_SERVICE_WATCH_SESSION,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+
+class AsyncSessionServiceClient:
+    """SessionService stores conversations that span agents: sessions, their ordered messages,
+    forks, usage totals and a live watch. Every call is scoped to the caller's project.
+
+    Reached as Client.sessions on an AsyncClient; the generated stub is .stub.
+    """
+
+    service_name = "agentplane.session.v1.SessionService"
+
+    def __init__(self, transport: AsyncTransport | NullTransport) -> None:
+        self._transport = transport
+        self.stub: session_service_pb2_grpc.SessionServiceStub | None = (
+            session_service_pb2_grpc.SessionServiceStub(transport.channel)
+            if transport.channel is not None
+            else None
+        )
+
+    async def create_session(
+        self,
+        request: session_service_pb2.CreateSessionRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        title: str | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | struct_pb2.Struct | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> session_service_pb2.CreateSessionResponse:
+        """CreateSession creates a session, with the caller's id or a generated one.
+
+        Errors: INVALID_ARGUMENT (bad fields), ALREADY_EXISTS (session_id taken, or request_id
+        reused with a different request), UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            session_service_pb2.CreateSessionRequest,
+            request,
+            session_id=session_id,
+            title=title,
+            user_id=user_id,
+            agent_id=agent_id,
+            labels=labels,
+            metadata=metadata,
+            request_id=request_id,
+        )
+        return await self._transport.unary(
+            _SESSION_SERVICE_CREATE_SESSION,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    async def get_session(
+        self,
+        request: session_service_pb2.GetSessionRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> session_service_pb2.GetSessionResponse:
+        """GetSession returns one session with its totals.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            session_service_pb2.GetSessionRequest,
+            request,
+            session_id=session_id,
+        )
+        return await self._transport.unary(
+            _SESSION_SERVICE_GET_SESSION,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def list_sessions(
+        self,
+        request: session_service_pb2.ListSessionsRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
+        state: session_pb2.SessionState.ValueType | str | None = None,
+        parent_session_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> AsyncIterator[session_pb2.Session]:
+        """ListSessions lists sessions, newest first, filtered by user, agent, state and time.
 
         Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
 
         Returns an iterator over the items of every page; it sends no request until the first item
-        is read. list_audit_events_page returns one page.
+        is read. list_sessions_page returns one page.
         """
         message, owned = _request(
-            admin_service_pb2.ListAuditEventsRequest,
+            session_service_pb2.ListSessionsRequest,
             request,
             page_size=page_size,
-            actions=actions,
-            actor=actor,
-            resource_type=resource_type,
-            resource_id=resource_id,
+            user_id=user_id,
+            agent_id=agent_id,
             create_time=create_time,
+            state=state,
+            parent_session_id=parent_session_id,
         )
         return self._transport.paginate(
-            _ADMIN_SERVICE_LIST_AUDIT_EVENTS,
+            _SESSION_SERVICE_LIST_SESSIONS,
             message,
             owned=owned,
             timeout=timeout,
@@ -6768,42 +6220,590 @@ class AsyncAdminServiceClient:
             headers=headers,
         )
 
-    async def list_audit_events_page(
+    async def list_sessions_page(
         self,
-        request: admin_service_pb2.ListAuditEventsRequest | None = None,
+        request: session_service_pb2.ListSessionsRequest | None = None,
         /,
         *,
         page_size: int | None = None,
         page_token: str | None = None,
-        actions: Iterable[str] | None = None,
-        actor: str | None = None,
-        resource_type: str | None = None,
-        resource_id: str | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
         create_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
+        state: session_pb2.SessionState.ValueType | str | None = None,
+        parent_session_id: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | bool | None = None,
         headers: Headers | None = None,
-    ) -> admin_service_pb2.ListAuditEventsResponse:
-        """ListAuditEvents lists the caller's project's audit events, newest first, filtered by
-        action, actor, resource and time. Needs ROLE_ADMIN, ROLE_PROJECT_ADMIN or ROLE_READER.
+    ) -> session_service_pb2.ListSessionsResponse:
+        """ListSessions lists sessions, newest first, filtered by user, agent, state and time.
 
         Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
 
         Returns one page: pass its next_page_token as page_token for the next.
         """
         message, owned = _request(
-            admin_service_pb2.ListAuditEventsRequest,
+            session_service_pb2.ListSessionsRequest,
             request,
             page_size=page_size,
             page_token=page_token,
-            actions=actions,
-            actor=actor,
-            resource_type=resource_type,
-            resource_id=resource_id,
+            user_id=user_id,
+            agent_id=agent_id,
             create_time=create_time,
+            state=state,
+            parent_session_id=parent_session_id,
         )
         return await self._transport.unary(
-            _ADMIN_SERVICE_LIST_AUDIT_EVENTS,
+            _SESSION_SERVICE_LIST_SESSIONS,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    async def update_session(
+        self,
+        request: session_service_pb2.UpdateSessionRequest | None = None,
+        /,
+        *,
+        session: session_pb2.Session | Mapping[str, Any] | None = None,
+        update_mask: Iterable[str] | field_mask_pb2.FieldMask | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> session_service_pb2.UpdateSessionResponse:
+        """UpdateSession changes the fields named in update_mask (title, user_id, labels, metadata,
+        state).
+
+        Errors: INVALID_ARGUMENT (bad field or mask path), NOT_FOUND, ABORTED (stale etag),
+        UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            session_service_pb2.UpdateSessionRequest,
+            request,
+            session=session,
+            update_mask=_mask(update_mask),
+        )
+        return await self._transport.unary(
+            _SESSION_SERVICE_UPDATE_SESSION,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    async def delete_session(
+        self,
+        request: session_service_pb2.DeleteSessionRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        etag: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> session_service_pb2.DeleteSessionResponse:
+        """DeleteSession deletes a session and its messages. Forks of it are kept.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (stale etag), UNAUTHENTICATED,
+        PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            session_service_pb2.DeleteSessionRequest,
+            request,
+            session_id=session_id,
+            etag=etag,
+        )
+        return await self._transport.unary(
+            _SESSION_SERVICE_DELETE_SESSION,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    async def append_messages(
+        self,
+        request: session_service_pb2.AppendMessagesRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        messages: Iterable[session_service_pb2.MessageInput | Mapping[str, Any]] | None = None,
+        request_id: str | None = None,
+        expected_last_sequence: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> session_service_pb2.AppendMessagesResponse:
+        """AppendMessages appends messages to a session in one transaction; they get consecutive
+        sequence numbers. Retrying with the same request_id returns the original messages instead
+        of appending twice.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (session closed), ABORTED
+        (expected_last_sequence did not match), ALREADY_EXISTS (request_id reused with different
+        messages), UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            session_service_pb2.AppendMessagesRequest,
+            request,
+            session_id=session_id,
+            messages=messages,
+            request_id=request_id,
+            expected_last_sequence=expected_last_sequence,
+        )
+        return await self._transport.unary(
+            _SESSION_SERVICE_APPEND_MESSAGES,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def list_messages(
+        self,
+        request: session_service_pb2.ListMessagesRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        page_size: int | None = None,
+        after_sequence: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> AsyncIterator[session_pb2.Message]:
+        """ListMessages lists a session's messages in sequence order.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+
+        Returns an iterator over the items of every page; it sends no request until the first item
+        is read. list_messages_page returns one page.
+        """
+        message, owned = _request(
+            session_service_pb2.ListMessagesRequest,
+            request,
+            session_id=session_id,
+            page_size=page_size,
+            after_sequence=after_sequence,
+        )
+        return self._transport.paginate(
+            _SESSION_SERVICE_LIST_MESSAGES,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    async def list_messages_page(
+        self,
+        request: session_service_pb2.ListMessagesRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        after_sequence: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> session_service_pb2.ListMessagesResponse:
+        """ListMessages lists a session's messages in sequence order.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+
+        Returns one page: pass its next_page_token as page_token for the next.
+        """
+        message, owned = _request(
+            session_service_pb2.ListMessagesRequest,
+            request,
+            session_id=session_id,
+            page_size=page_size,
+            page_token=page_token,
+            after_sequence=after_sequence,
+        )
+        return await self._transport.unary(
+            _SESSION_SERVICE_LIST_MESSAGES,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    async def fork_session(
+        self,
+        request: session_service_pb2.ForkSessionRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        at_sequence: int | None = None,
+        new_session_id: str | None = None,
+        title: str | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> session_service_pb2.ForkSessionResponse:
+        """ForkSession creates a new session holding copies of the messages up to and including
+        at_sequence; the new session records its parent.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND (session or sequence), ALREADY_EXISTS (new_session_id
+        taken), UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            session_service_pb2.ForkSessionRequest,
+            request,
+            session_id=session_id,
+            at_sequence=at_sequence,
+            new_session_id=new_session_id,
+            title=title,
+            request_id=request_id,
+        )
+        return await self._transport.unary(
+            _SESSION_SERVICE_FORK_SESSION,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    async def get_session_usage(
+        self,
+        request: session_service_pb2.GetSessionUsageRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> session_service_pb2.GetSessionUsageResponse:
+        """GetSessionUsage totals a session's usage and cost, overall, per agent and per model.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            session_service_pb2.GetSessionUsageRequest,
+            request,
+            session_id=session_id,
+        )
+        return await self._transport.unary(
+            _SESSION_SERVICE_GET_SESSION_USAGE,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def watch_session(
+        self,
+        request: session_service_pb2.WatchSessionRequest | None = None,
+        /,
+        *,
+        session_id: str | None = None,
+        after_sequence: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> AsyncStream[session_service_pb2.WatchSessionResponse]:
+        """WatchSession streams the messages appended to a session, in order, each once: first those
+        after after_sequence, then new ones as they are stored. To resume after a disconnect,
+        send the last sequence received as after_sequence. The stream ends when the session is
+        deleted.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            session_service_pb2.WatchSessionRequest,
+            request,
+            session_id=session_id,
+            after_sequence=after_sequence,
+        )
+        return self._transport.stream(
+            _SESSION_SERVICE_WATCH_SESSION,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+
+class TraceServiceClient:
+    """TraceService searches and inspects the traces that agents export. Spans are ingested through
+    the standard OTLP service (opentelemetry.proto.collector.trace.v1.TraceService) on the same
+    port; this service only reads them. Every call is scoped to the caller's project.
+
+    Reached as Client.traces; the generated stub is .stub.
+    """
+
+    service_name = "agentplane.trace.v1.TraceService"
+
+    def __init__(self, transport: SyncTransport | NullTransport) -> None:
+        self._transport = transport
+        self.stub: trace_service_pb2_grpc.TraceServiceStub | None = (
+            trace_service_pb2_grpc.TraceServiceStub(transport.channel)
+            if transport.channel is not None
+            else None
+        )
+
+    def list_traces(
+        self,
+        request: trace_service_pb2.ListTracesRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        agent_ids: Iterable[str] | None = None,
+        session_id: str | None = None,
+        start_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
+        status: trace_pb2.TraceStatus.ValueType | str | None = None,
+        root_span_name: str | None = None,
+        min_duration: datetime.timedelta | duration_pb2.Duration | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> Iterator[trace_pb2.Trace]:
+        """ListTraces lists trace summaries, newest first (by start_time), filtered by agent,
+        session, time, status, root span name and duration. A session's traces are
+        ListTraces(session_id).
+
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
+
+        Returns an iterator over the items of every page; it sends no request until the first item
+        is read. list_traces_page returns one page.
+        """
+        message, owned = _request(
+            trace_service_pb2.ListTracesRequest,
+            request,
+            page_size=page_size,
+            agent_ids=agent_ids,
+            session_id=session_id,
+            start_time=start_time,
+            status=status,
+            root_span_name=root_span_name,
+            min_duration=min_duration,
+        )
+        return self._transport.paginate(
+            _TRACE_SERVICE_LIST_TRACES,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def list_traces_page(
+        self,
+        request: trace_service_pb2.ListTracesRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        agent_ids: Iterable[str] | None = None,
+        session_id: str | None = None,
+        start_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
+        status: trace_pb2.TraceStatus.ValueType | str | None = None,
+        root_span_name: str | None = None,
+        min_duration: datetime.timedelta | duration_pb2.Duration | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> trace_service_pb2.ListTracesResponse:
+        """ListTraces lists trace summaries, newest first (by start_time), filtered by agent,
+        session, time, status, root span name and duration. A session's traces are
+        ListTraces(session_id).
+
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
+
+        Returns one page: pass its next_page_token as page_token for the next.
+        """
+        message, owned = _request(
+            trace_service_pb2.ListTracesRequest,
+            request,
+            page_size=page_size,
+            page_token=page_token,
+            agent_ids=agent_ids,
+            session_id=session_id,
+            start_time=start_time,
+            status=status,
+            root_span_name=root_span_name,
+            min_duration=min_duration,
+        )
+        return self._transport.unary(
+            _TRACE_SERVICE_LIST_TRACES,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    def get_trace(
+        self,
+        request: trace_service_pb2.GetTraceRequest | None = None,
+        /,
+        *,
+        trace_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> trace_service_pb2.GetTraceResponse:
+        """GetTrace returns a trace's summary, its spans and the feedback given on it.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND (no span with that trace id in the project:
+        ERROR_REASON_RESOURCE_NOT_FOUND), UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            trace_service_pb2.GetTraceRequest,
+            request,
+            trace_id=trace_id,
+        )
+        return self._transport.unary(
+            _TRACE_SERVICE_GET_TRACE,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+
+class AsyncTraceServiceClient:
+    """TraceService searches and inspects the traces that agents export. Spans are ingested through
+    the standard OTLP service (opentelemetry.proto.collector.trace.v1.TraceService) on the same
+    port; this service only reads them. Every call is scoped to the caller's project.
+
+    Reached as Client.traces on an AsyncClient; the generated stub is .stub.
+    """
+
+    service_name = "agentplane.trace.v1.TraceService"
+
+    def __init__(self, transport: AsyncTransport | NullTransport) -> None:
+        self._transport = transport
+        self.stub: trace_service_pb2_grpc.TraceServiceStub | None = (
+            trace_service_pb2_grpc.TraceServiceStub(transport.channel)
+            if transport.channel is not None
+            else None
+        )
+
+    def list_traces(
+        self,
+        request: trace_service_pb2.ListTracesRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        agent_ids: Iterable[str] | None = None,
+        session_id: str | None = None,
+        start_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
+        status: trace_pb2.TraceStatus.ValueType | str | None = None,
+        root_span_name: str | None = None,
+        min_duration: datetime.timedelta | duration_pb2.Duration | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> AsyncIterator[trace_pb2.Trace]:
+        """ListTraces lists trace summaries, newest first (by start_time), filtered by agent,
+        session, time, status, root span name and duration. A session's traces are
+        ListTraces(session_id).
+
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
+
+        Returns an iterator over the items of every page; it sends no request until the first item
+        is read. list_traces_page returns one page.
+        """
+        message, owned = _request(
+            trace_service_pb2.ListTracesRequest,
+            request,
+            page_size=page_size,
+            agent_ids=agent_ids,
+            session_id=session_id,
+            start_time=start_time,
+            status=status,
+            root_span_name=root_span_name,
+            min_duration=min_duration,
+        )
+        return self._transport.paginate(
+            _TRACE_SERVICE_LIST_TRACES,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    async def list_traces_page(
+        self,
+        request: trace_service_pb2.ListTracesRequest | None = None,
+        /,
+        *,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        agent_ids: Iterable[str] | None = None,
+        session_id: str | None = None,
+        start_time: time_range_pb2.TimeRange | Mapping[str, Any] | None = None,
+        status: trace_pb2.TraceStatus.ValueType | str | None = None,
+        root_span_name: str | None = None,
+        min_duration: datetime.timedelta | duration_pb2.Duration | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> trace_service_pb2.ListTracesResponse:
+        """ListTraces lists trace summaries, newest first (by start_time), filtered by agent,
+        session, time, status, root span name and duration. A session's traces are
+        ListTraces(session_id).
+
+        Errors: INVALID_ARGUMENT (bad filter or page_token), UNAUTHENTICATED, PERMISSION_DENIED.
+
+        Returns one page: pass its next_page_token as page_token for the next.
+        """
+        message, owned = _request(
+            trace_service_pb2.ListTracesRequest,
+            request,
+            page_size=page_size,
+            page_token=page_token,
+            agent_ids=agent_ids,
+            session_id=session_id,
+            start_time=start_time,
+            status=status,
+            root_span_name=root_span_name,
+            min_duration=min_duration,
+        )
+        return await self._transport.unary(
+            _TRACE_SERVICE_LIST_TRACES,
+            message,
+            owned=owned,
+            timeout=timeout,
+            retry=retry,
+            headers=headers,
+        )
+
+    async def get_trace(
+        self,
+        request: trace_service_pb2.GetTraceRequest | None = None,
+        /,
+        *,
+        trace_id: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | bool | None = None,
+        headers: Headers | None = None,
+    ) -> trace_service_pb2.GetTraceResponse:
+        """GetTrace returns a trace's summary, its spans and the feedback given on it.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND (no span with that trace id in the project:
+        ERROR_REASON_RESOURCE_NOT_FOUND), UNAUTHENTICATED, PERMISSION_DENIED.
+        """
+        message, owned = _request(
+            trace_service_pb2.GetTraceRequest,
+            request,
+            trace_id=trace_id,
+        )
+        return await self._transport.unary(
+            _TRACE_SERVICE_GET_TRACE,
             message,
             owned=owned,
             timeout=timeout,
@@ -6814,11 +6814,11 @@ class AsyncAdminServiceClient:
 
 # (attribute on Client, sync sub-client, async sub-client), in contract order.
 SERVICE_CLIENTS = (
-    ("sessions", SessionServiceClient, AsyncSessionServiceClient),
+    ("admin", AdminServiceClient, AsyncAdminServiceClient),
     ("feedback", FeedbackServiceClient, AsyncFeedbackServiceClient),
-    ("traces", TraceServiceClient, AsyncTraceServiceClient),
-    ("registry", RegistryServiceClient, AsyncRegistryServiceClient),
     ("governance", GovernanceServiceClient, AsyncGovernanceServiceClient),
     ("inference", InferenceServiceClient, AsyncInferenceServiceClient),
-    ("admin", AdminServiceClient, AsyncAdminServiceClient),
+    ("registry", RegistryServiceClient, AsyncRegistryServiceClient),
+    ("sessions", SessionServiceClient, AsyncSessionServiceClient),
+    ("traces", TraceServiceClient, AsyncTraceServiceClient),
 )
