@@ -356,13 +356,13 @@ def contract_methods() -> list[tuple[str, bool, object]]:
     the pipeline: the contract's services and the OTLP trace service."""
     from google.protobuf import descriptor_pool
 
-    from agentplane_server.app import CONTRACT_SERVICES
+    from agentplane.contract import contract_services
     from agentplane_server.trace.servicer import OTLP_TRACE_SERVICE
 
     pool = descriptor_pool.Default()
     return [
         (f"/{name}/{method.name}", method.server_streaming, method.input_type)
-        for name in [*CONTRACT_SERVICES, OTLP_TRACE_SERVICE]
+        for name in [*(s.full_name for s in contract_services()), OTLP_TRACE_SERVICE]
         for method in pool.FindServiceByName(name).methods
     ]
 

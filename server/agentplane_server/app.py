@@ -4,45 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import logging
 import os
 import signal
-import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from agentplane.contract import contract_services
+from agentplane_server.admin import service as admin_service
 from agentplane_server.admin.bootstrap import bootstrap
-from agentplane_server.admin.logic import AdminLogic
-from agentplane_server.admin.servicer import AdminServicer
 from agentplane_server.config import Settings
-from agentplane_server.feedback.servicer import build_feedback_service
-from agentplane_server.governance.wiring import registry_and_governance
+from agentplane_server.feedback import service as feedback_service
+from agentplane_server.governance import service as governance_service
 from agentplane_server.health_service import HealthServicer
 from agentplane_server.housekeeping import Housekeeping
-from agentplane_server.inference.servicer import InferenceServicer
+from agentplane_server.inference import service as inference_service
 from agentplane_server.interceptors import CallInterceptor
 from agentplane_server.interceptors.auth import Authenticator
 from agentplane_server.interceptors.validation import RequestValidator
 from agentplane_server.pagination import PageTokens
 from agentplane_server.reflection import enable_reflection
-from agentplane_server.session.events import SessionEvents
-from agentplane_server.session.logic import SessionLogic
-from agentplane_server.session.servicer import SessionServicer
+from agentplane_server.registry import service as registry_service
+from agentplane_server.runtime import Runtime
+from agentplane_server.session import service as session_service
 from agentplane_server.signing import signing_keys
 from agentplane_server.storage.db import Database, DatabaseUnreachable, retry_while_unavailable
 from agentplane_server.storage.errors import describe, storage_unavailable
 from agentplane_server.storage.health import StorageHealth
-from agentplane_server.trace.servicer import (
-    OTLP_TRACE_SERVICE,
-    add_otlp_trace_service,
-    build_trace_service,
-)
+from agentplane_server.trace import service as trace_service
 from agentplane_server.transports.console import console_app
 from agentplane_server.transports.http import (
     HttpListener,
@@ -53,61 +49,41 @@ from agentplane_server.transports.http import (
 
 log = logging.getLogger(__name__)
 
-# Every service of the contract: (full name, generated grpc module). A service without a
-# servicer here is still registered with its generated base class, which answers UNIMPLEMENTED.
-CONTRACT_SERVICES = {
-    "agentplane.session.v1.SessionService": "agentplane.session.v1.session_service_pb2_grpc",
-    "agentplane.feedback.v1.FeedbackService": "agentplane.feedback.v1.feedback_service_pb2_grpc",
-    "agentplane.trace.v1.TraceService": "agentplane.trace.v1.trace_service_pb2_grpc",
-    "agentplane.registry.v1.RegistryService": "agentplane.registry.v1.registry_service_pb2_grpc",
-    "agentplane.governance.v1.GovernanceService": (
-        "agentplane.governance.v1.governance_service_pb2_grpc"
-    ),
-    "agentplane.inference.v1.InferenceService": (
-        "agentplane.inference.v1.inference_service_pb2_grpc"
-    ),
-    "agentplane.admin.v1.AdminService": "agentplane.admin.v1.admin_service_pb2_grpc",
-}
-# Services that start NOT_SERVING: inference until its monitor has reached Triton (the monitor,
-# inference/health.py, then keeps the status live).
-NOT_SERVING = {"agentplane.inference.v1.InferenceService"}
+# Each service package's build(runtime), in build order: a service may use the servicers built
+# before it (governance uses registry's and inference's).
+SERVICE_PACKAGES: tuple[ModuleType, ...] = (
+    session_service,
+    trace_service,
+    feedback_service,
+    registry_service,
+    inference_service,
+    governance_service,
+    admin_service,
+)
 # Shutdown refuses new calls until none has arrived for DRAIN_QUIET_SECONDS, at most
 # DRAIN_MAX_SECONDS (within the grace period), before grpc.aio stops the server.
 DRAIN_QUIET_SECONDS = 0.02
 DRAIN_MAX_SECONDS = 0.5
 
 
-@dataclass
-class ServerState:
-    """What the servicers share within one process."""
-
-    settings: Settings
-    db: Database
-    authenticator: Authenticator
-    page_tokens: PageTokens
-    housekeeping: Housekeeping
-    shutdown: asyncio.Event = field(default_factory=asyncio.Event)
-    # Run after in-flight calls have drained, before the database closes (flush write-behind
-    # buffers here), in order.
-    stop_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    start_time: float = field(default_factory=time.time)
-    services: list[str] = field(default_factory=list)
-    port: int = 0
-    http_port: int = 0  # 0: no HTTP listener
-
-    @property
-    def instance_id(self) -> str:
-        return f"{socket.gethostname()}:{os.getpid()}"
+class MissingServicer(RuntimeError):
+    """A service of the contract that no service package builds."""
 
 
-def _add_servicer(
-    server: grpc.aio.Server | RegisteredMethods, name: str, servicer: Any | None
-) -> None:
-    module = importlib.import_module(CONTRACT_SERVICES[name])
-    short = name.rsplit(".", 1)[1]
-    if servicer is None:
-        servicer = getattr(module, f"{short}Servicer")()
-    getattr(module, f"add_{short}Servicer_to_server")(servicer, server)
+def _add_servicers(methods: RegisteredMethods, servicers: dict[str, Any]) -> list[str]:
+    """Register a servicer for every service of the contract; their names, in contract order."""
+    missing = [s.full_name for s in contract_services() if s.full_name not in servicers]
+    if missing:
+        # At start-up rather than UNIMPLEMENTED at call time.
+        raise MissingServicer(
+            f"no servicer for {', '.join(missing)}: add its package's build() to "
+            "SERVICE_PACKAGES in agentplane_server/app.py"
+        )
+    for service in contract_services():
+        module = importlib.import_module(service.grpc_module)
+        add = getattr(module, f"add_{service.name}Servicer_to_server")
+        add(servicers[service.full_name], methods)
+    return [s.full_name for s in contract_services()]
 
 
 class AgentplaneServer:
@@ -117,7 +93,7 @@ class AgentplaneServer:
         self.settings = settings
         self.server: grpc.aio.Server | None = None
         self.health = HealthServicer()
-        self.state: ServerState | None = None
+        self.state: Runtime | None = None
         self.http: HttpListener | None = None
         self.storage_health: StorageHealth | None = None
         self._cleanups: list[Callable[[], Any]] = []
@@ -127,12 +103,13 @@ class AgentplaneServer:
         db = Database(settings.resolved_database_url, timeout=settings.database_timeout)
         authenticator = Authenticator(db, settings)
         page_tokens = PageTokens(await signing_keys(settings, db, "page_tokens"))
-        state = self.state = ServerState(
+        state = self.state = Runtime(
             settings=settings,
             db=db,
             authenticator=authenticator,
             page_tokens=page_tokens,
             housekeeping=Housekeeping(db, settings.data_dir / "housekeeping.lock"),
+            health=self.health,
         )
 
         interceptors: list[grpc.aio.ServerInterceptor] = []
@@ -152,31 +129,14 @@ class AgentplaneServer:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
-        inference = InferenceServicer(state, self.health)
-        servicers: dict[str, Any] = {
-            "agentplane.session.v1.SessionService": SessionServicer(
-                SessionLogic(
-                    db,
-                    SessionEvents(),
-                    page_tokens,
-                    settings.watch_poll_interval,
-                    state.shutdown,
-                )
-            ),
-            "agentplane.admin.v1.AdminService": AdminServicer(
-                state, AdminLogic(db, page_tokens, authenticator.invalidate)
-            ),
-            "agentplane.inference.v1.InferenceService": inference,
-            **registry_and_governance(state, inference),
-            "agentplane.feedback.v1.FeedbackService": await build_feedback_service(state),
-            "agentplane.trace.v1.TraceService": build_trace_service(state),
-        }
+        for package in SERVICE_PACKAGES:
+            built = package.build(state)
+            state.servicers.update(await built if inspect.isawaitable(built) else built)
         methods = RegisteredMethods(server)  # what the HTTP listener serves too
-        for name in CONTRACT_SERVICES:
-            _add_servicer(methods, name, servicers.get(name))
-        add_otlp_trace_service(methods, servicers["agentplane.trace.v1.TraceService"])
+        contract = _add_servicers(methods, state.servicers)
+        methods.add_generic_rpc_handlers(tuple(state.extra_services.values()))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, methods)
-        state.services = [*CONTRACT_SERVICES, OTLP_TRACE_SERVICE, health.SERVICE_NAME]
+        state.services = [*contract, *state.extra_services, health.SERVICE_NAME]
         enable_reflection(server, state.services)
 
         credentials = _server_credentials(settings)
@@ -193,22 +153,26 @@ class AgentplaneServer:
             app = build_app(endpoints, settings, fallback=console_app(settings))
             self.http = HttpListener(app, settings)
             state.http_port = await self.http.start()
-        for name in CONTRACT_SERVICES:
-            serving = name not in NOT_SERVING
+        for name in contract:
+            serving = name not in state.self_reported_health
             await self.health.set(
                 name,
                 health_pb2.HealthCheckResponse.SERVING
                 if serving
                 else health_pb2.HealthCheckResponse.NOT_SERVING,
             )
-        await self.health.set(OTLP_TRACE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        for name in state.extra_services:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         # Every service GetServerInfo lists has a status, the health service itself included.
         await self.health.set(health.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.storage_health = StorageHealth(
             db,
             self.health,
-            [*(n for n in CONTRACT_SERVICES if n not in NOT_SERVING), OTLP_TRACE_SERVICE],
+            [
+                *(n for n in contract if n not in state.self_reported_health),
+                *state.extra_services,
+            ],
             settings.database_probe_interval,
         )
         self.storage_health.start()
@@ -324,6 +288,8 @@ async def serve_forever(settings: Settings) -> None:
     app = AgentplaneServer(settings)
     try:
         await app.start()
+    except MissingServicer as exc:
+        raise SystemExit(f"agentplane serve: {exc}") from None
     except Exception as exc:
         if storage_unavailable(exc) is None:
             raise

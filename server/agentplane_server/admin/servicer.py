@@ -12,11 +12,11 @@ from agentplane_server.admin.logic import AdminLogic
 from agentplane_server.context import current_principal
 
 if TYPE_CHECKING:
-    from agentplane_server.app import ServerState
+    from agentplane_server.runtime import Runtime
 
 
 class AdminServicer(rpc.AdminServiceServicer):
-    def __init__(self, state: ServerState, logic: AdminLogic) -> None:
+    def __init__(self, state: Runtime, logic: AdminLogic) -> None:
         self.state = state
         self.logic = logic
 

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from agentplane.feedback.v1 import feedback_service_pb2 as pb
 from agentplane.feedback.v1 import feedback_service_pb2_grpc as rpc
 from agentplane_server.context import current_principal
 from agentplane_server.feedback.logic import FeedbackLogic
-from agentplane_server.feedback.tokens import FeedbackTokens
-from agentplane_server.signing import signing_keys
-
-if TYPE_CHECKING:
-    from agentplane_server.app import ServerState
 
 
 class FeedbackServicer(rpc.FeedbackServiceServicer):
@@ -47,8 +40,3 @@ class FeedbackServicer(rpc.FeedbackServiceServicer):
         # No principal: the auth interceptor lets this method through without an API key
         # (the request's feedback token is the credential, verified by the logic).
         return await self.logic.submit(request)
-
-
-async def build_feedback_service(state: ServerState) -> FeedbackServicer:
-    tokens = FeedbackTokens(await signing_keys(state.settings, state.db, "feedback_tokens"))
-    return FeedbackServicer(FeedbackLogic(state.db, state.page_tokens, tokens))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import grpc
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
@@ -11,11 +9,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from agentplane.trace.v1 import trace_service_pb2_grpc as rpc
 from agentplane_server.context import current_principal
 from agentplane_server.errors import InvalidArgument
-from agentplane_server.trace.logic import SpanBudget, TraceLogic
-from agentplane_server.trace.retention import apply_retention
-
-if TYPE_CHECKING:
-    from agentplane_server.app import ServerState
+from agentplane_server.trace.logic import TraceLogic
 
 OTLP_TRACE_SERVICE = otlp.DESCRIPTOR.services_by_name["TraceService"].full_name
 
@@ -55,28 +49,12 @@ class OtlpTraceServicer:
         return await self.logic.export(current_principal(), parsed)
 
 
-def build_trace_service(state: ServerState) -> TraceServicer:
-    """The process's TraceService; it also registers the retention job (sessions, traces and
-    feedback) on the deployment's housekeeping loop."""
-    settings = state.settings
-    logic = TraceLogic(
-        state.db,
-        state.page_tokens,
-        SpanBudget(settings.otlp_max_inflight_spans),
-        settings.otlp_retry_after,
-    )
-    state.housekeeping.add("retention", settings.retention_interval, apply_retention)
-    return TraceServicer(logic)
-
-
-def add_otlp_trace_service(server: grpc.aio.Server, traces: TraceServicer) -> None:
-    """Serve OTLP Export beside TraceService, sharing its logic (and span budget)."""
-    servicer = OtlpTraceServicer(traces.logic)
+def otlp_handler(logic: TraceLogic) -> grpc.GenericRpcHandler:
+    """OTLP Export, served beside TraceService with its logic (and span budget)."""
+    servicer = OtlpTraceServicer(logic)
     handler = grpc.unary_unary_rpc_method_handler(
         servicer.Export,
         request_deserializer=None,  # raw bytes: see OtlpTraceServicer
         response_serializer=otlp.ExportTraceServiceResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(OTLP_TRACE_SERVICE, {"Export": handler}),)
-    )
+    return grpc.method_handlers_generic_handler(OTLP_TRACE_SERVICE, {"Export": handler})
