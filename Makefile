@@ -120,11 +120,12 @@ deploy-check: $(PY_SETUP) ## Lint the Dockerfiles; render and validate every Kub
 format: setup ## Format the .proto files in place
 	$(BUF) format -w proto
 
-lint: image ## buf format + buf lint (STANDARD, COMMENTS) on the contracts, ruff on Python
+lint: image ## buf format + buf lint (STANDARD, COMMENTS) on the contracts, ruff and import-linter on Python
 	$(BUF) format -d --exit-code proto
 	$(BUF) lint $(IMAGE) --path agentplane --config buf.yaml
 	$(VENV)/bin/ruff check server tests bench tools sdk-python/src/agentplane sdk-python/scripts sdk-python/examples
 	$(VENV)/bin/ruff format --check server tests bench tools sdk-python/src/agentplane sdk-python/scripts sdk-python/examples
+	cd server && ../$(VENV)/bin/lint-imports pyproject.toml
 
 breaking: image ## buf breaking (FILE) against the released baseline and the previous commit
 	$(BUF) breaking $(IMAGE) --against $(BASELINE) --path agentplane --config buf.yaml
