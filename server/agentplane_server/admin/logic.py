@@ -24,7 +24,7 @@ from agentplane_server.errors import (
     PermissionDenied,
     etag_mismatch,
 )
-from agentplane_server.pagination import PageTokens, clamp_page_size
+from agentplane_server.pagination import PageTokens
 from agentplane_server.resources import parse_etag
 from agentplane_server.storage.db import Database, now_us
 from agentplane_server.storage.idempotency import run_idempotent
@@ -204,19 +204,14 @@ class AdminLogic:
         self, who: Principal, request: pb.ListProjectsRequest
     ) -> pb.ListProjectsResponse:
         filters = {"caller": who.project_id if who.role is not Role.ADMIN else "*"}
-        position = self.page_tokens.decode(request.page_token, "ListProjects", filters)
-        limit = clamp_page_size(request.page_size, *PAGE)
+        page = self.page_tokens.page("ListProjects", request, filters, PAGE)
         only = None if who.role is Role.ADMIN else who.project_id
         async with self.db.read() as c:
-            projects = await self.store.list_projects(
-                c, only, str(position[0]) if position else None, limit + 1
+            rows = await self.store.list_projects(
+                c, only, str(page.position[0]) if page.position else None, page.fetch
             )
-        response = pb.ListProjectsResponse(projects=projects[:limit])
-        if len(projects) > limit:
-            response.next_page_token = self.page_tokens.encode(
-                "ListProjects", filters, [projects[limit - 1].project_id]
-            )
-        return response
+        projects, token = page.finish(rows, lambda p: [p.project_id])
+        return pb.ListProjectsResponse(projects=projects, next_page_token=token)
 
     async def update_project(
         self, who: Principal, request: pb.UpdateProjectRequest
@@ -370,27 +365,22 @@ class AdminLogic:
             "r": request.role,
             "a": request.agent_id,
         }
-        position = self.page_tokens.decode(request.page_token, "ListApiKeys", filters)
-        limit = clamp_page_size(request.page_size, *PAGE)
-        after = (int(position[0]), str(position[1])) if position else None
+        page = self.page_tokens.page("ListApiKeys", request, filters, PAGE)
+        after = (int(page.position[0]), str(page.position[1])) if page.position else None
         async with self.db.read() as c:
-            keys = await self.store.list_keys(
+            rows = await self.store.list_keys(
                 c,
                 who.project_id,
                 role=request.role,
                 agent_id=request.agent_id,
                 after=after,
-                limit=limit + 1,
+                limit=page.fetch,
             )
-        response = pb.ListApiKeysResponse()
-        for key in keys[:limit]:
+        keys, token = page.finish(rows, lambda k: [k.create_time.ToMicroseconds(), k.key_id])
+        response = pb.ListApiKeysResponse(next_page_token=token)
+        for key in keys:
             if not request.state or key.state == request.state:
                 response.api_keys.append(key)
-        if len(keys) > limit:
-            last = keys[limit - 1]
-            response.next_page_token = self.page_tokens.encode(
-                "ListApiKeys", filters, [last.create_time.ToMicroseconds(), last.key_id]
-            )
         return response
 
     async def revoke_key(self, who: Principal, key_id: str) -> api_key_pb2.ApiKey:
@@ -436,10 +426,10 @@ class AdminLogic:
             "id": request.resource_id,
             "w": [after_us, before_us],
         }
-        position = self.page_tokens.decode(request.page_token, "ListAuditEvents", filters)
-        limit = clamp_page_size(request.page_size, *PAGE)
+        page = self.page_tokens.page("ListAuditEvents", request, filters, PAGE)
+        position = page.position
         async with self.db.read() as c:
-            events = await self.store.list_events(
+            rows = await self.store.list_events(
                 c,
                 who.project_id,
                 actions=list(request.actions),
@@ -449,12 +439,7 @@ class AdminLogic:
                 after_us=after_us,
                 before_us=before_us,
                 position=(int(position[0]), str(position[1])) if position else None,
-                limit=limit + 1,
+                limit=page.fetch,
             )
-        response = pb.ListAuditEventsResponse(audit_events=events[:limit])
-        if len(events) > limit:
-            last = events[limit - 1]
-            response.next_page_token = self.page_tokens.encode(
-                "ListAuditEvents", filters, [last.create_time.ToMicroseconds(), last.event_id]
-            )
-        return response
+        events, token = page.finish(rows, lambda e: [e.create_time.ToMicroseconds(), e.event_id])
+        return pb.ListAuditEventsResponse(audit_events=events, next_page_token=token)

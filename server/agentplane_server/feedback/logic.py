@@ -36,7 +36,7 @@ from agentplane_server.errors import InvalidArgument, NotFound, PermissionDenied
 from agentplane_server.feedback.store import Bucket, FeedbackFilter, FeedbackStore
 from agentplane_server.feedback.tokens import FeedbackTokens, TokenClaims, invalid
 from agentplane_server.governance.trust import record_feedback_trust
-from agentplane_server.pagination import PageTokens, clamp_page_size
+from agentplane_server.pagination import PageTokens
 from agentplane_server.resources import new_id
 from agentplane_server.storage.db import Database, now_us
 from agentplane_server.storage.idempotency import run_idempotent
@@ -271,18 +271,12 @@ class FeedbackLogic:
             category=request.category,
         )
         filters = _key(who, where)
-        position = self.page_tokens.decode(request.page_token, "ListFeedback", filters)
-        after = (int(position[0]), str(position[1])) if position else None
-        limit = clamp_page_size(request.page_size, *FEEDBACK_PAGE)
+        page = self.page_tokens.page("ListFeedback", request, filters, FEEDBACK_PAGE)
+        after = (int(page.position[0]), str(page.position[1])) if page.position else None
         async with self.db.read() as c:
-            found = await self.store.list(c, who.project_id, where, after, limit + 1)
-        response = pb.ListFeedbackResponse(feedback=found[:limit])
-        if len(found) > limit:
-            last = found[limit - 1]
-            response.next_page_token = self.page_tokens.encode(
-                "ListFeedback", filters, [last.create_time.ToMicroseconds(), last.feedback_id]
-            )
-        return response
+            rows = await self.store.list(c, who.project_id, where, after, page.fetch)
+        found, token = page.finish(rows, lambda f: [f.create_time.ToMicroseconds(), f.feedback_id])
+        return pb.ListFeedbackResponse(feedback=found, next_page_token=token)
 
     async def summarize(
         self, who: Principal, request: pb.SummarizeFeedbackRequest

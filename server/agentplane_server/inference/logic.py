@@ -43,7 +43,7 @@ from agentplane_server.inference.triton import (
     scalar_input,
     text_input,
 )
-from agentplane_server.pagination import PageTokens, clamp_page_size
+from agentplane_server.pagination import PageTokens
 
 log = logging.getLogger(__name__)
 
@@ -146,22 +146,17 @@ class InferenceLogic:
         self, who: Principal, request: pb.ListModelsRequest
     ) -> pb.ListModelsResponse:
         filters = {"task": request.task, "state": request.state}
-        position = self.page_tokens.decode(request.page_token, "ListModels", filters)
-        after = str(position[0]) if position else ""
-        limit = clamp_page_size(request.page_size, *MODELS_PAGE)
-        models = [
+        page = self.page_tokens.page("ListModels", request, filters, MODELS_PAGE)
+        after = str(page.position[0]) if page.position else ""
+        matching = [
             m
             for m in await self._models()
             if m.name > after
             and (not request.task or m.task == request.task)
             and (not request.state or m.state == request.state)
         ]
-        response = pb.ListModelsResponse(models=models[:limit])
-        if len(models) > limit:
-            response.next_page_token = self.page_tokens.encode(
-                "ListModels", filters, [models[limit - 1].name]
-            )
-        return response
+        models, token = page.finish(matching, lambda m: [m.name])
+        return pb.ListModelsResponse(models=models, next_page_token=token)
 
     async def get_model(self, who: Principal, name: str) -> model_pb2.Model:
         for model in await self._models():

@@ -21,7 +21,7 @@ from agentplane.registry.v1 import registry_service_pb2 as pb
 from agentplane_server.authz import acting_agent
 from agentplane_server.context import Principal
 from agentplane_server.errors import FailedPrecondition, FieldViolation, NotFound, etag_mismatch
-from agentplane_server.pagination import PageTokens, clamp_page_size
+from agentplane_server.pagination import PageTokens
 from agentplane_server.registry.cards import a2a_json, matches
 from agentplane_server.registry.store import (
     ACTIVE,
@@ -274,18 +274,15 @@ class RegistryLogic:
             "project": who.project_id,
             "filter": where.SerializeToString(deterministic=True).hex(),
         }
-        position = self.page_tokens.decode(request.page_token, "ListAgents", filters)
-        after = str(position[0]) if position else None
-        limit = clamp_page_size(request.page_size, *PAGE)
+        page = self.page_tokens.page("ListAgents", request, filters, PAGE)
+        after = str(page.position[0]) if page.position else None
         now = now_us()
         async with self.db.read() as c:
-            rows = await self.store.list_rows(c, who.project_id, where, after, limit + 1, now)
-        response = pb.ListAgentsResponse(agents=[self._agent(r, now) for r in rows[:limit]])
-        if len(rows) > limit:
-            response.next_page_token = self.page_tokens.encode(
-                "ListAgents", filters, [rows[limit - 1].agent_id]
-            )
-        return response
+            rows = await self.store.list_rows(c, who.project_id, where, after, page.fetch, now)
+        agents, token = page.finish(rows, lambda r: [r.agent_id])
+        return pb.ListAgentsResponse(
+            agents=[self._agent(r, now) for r in agents], next_page_token=token
+        )
 
     async def watch(
         self, who: Principal, request: pb.WatchAgentsRequest

@@ -22,7 +22,7 @@ from agentplane_server.errors import (
     NotFound,
     etag_mismatch,
 )
-from agentplane_server.pagination import PageTokens, clamp_page_size
+from agentplane_server.pagination import PageTokens
 from agentplane_server.resources import new_id, parse_etag
 from agentplane_server.session.events import SessionEvents
 from agentplane_server.session.store import (
@@ -153,20 +153,14 @@ class SessionLogic:
             ),
         )
         filters = _filter_key(who, where)
-        position = self.page_tokens.decode(request.page_token, "ListSessions", filters)
-        after = (int(position[0]), str(position[1])) if position else None
-        limit = clamp_page_size(request.page_size, *SESSIONS_PAGE)
+        page = self.page_tokens.page("ListSessions", request, filters, SESSIONS_PAGE)
+        after = (int(page.position[0]), str(page.position[1])) if page.position else None
         async with self.db.read() as c:
-            sessions = await self.store.list(c, who.project_id, where, after, limit + 1)
-        response = pb.ListSessionsResponse(sessions=sessions[:limit])
-        if len(sessions) > limit:
-            last = sessions[limit - 1]
-            response.next_page_token = self.page_tokens.encode(
-                "ListSessions",
-                filters,
-                [last.create_time.ToMicroseconds(), last.session_id],
-            )
-        return response
+            rows = await self.store.list(c, who.project_id, where, after, page.fetch)
+        sessions, token = page.finish(
+            rows, lambda s: [s.create_time.ToMicroseconds(), s.session_id]
+        )
+        return pb.ListSessionsResponse(sessions=sessions, next_page_token=token)
 
     async def update(self, who: Principal, request: pb.UpdateSessionRequest) -> session_pb2.Session:
         session = request.session
@@ -288,21 +282,16 @@ class SessionLogic:
         self, who: Principal, request: pb.ListMessagesRequest
     ) -> pb.ListMessagesResponse:
         filters = {"project": who.project_id, "session": request.session_id}
-        position = self.page_tokens.decode(request.page_token, "ListMessages", filters)
-        after = int(position[0]) if position else request.after_sequence
-        limit = clamp_page_size(request.page_size, *MESSAGES_PAGE)
+        page = self.page_tokens.page("ListMessages", request, filters, MESSAGES_PAGE)
+        after = int(page.position[0]) if page.position else request.after_sequence
         async with self.db.read() as c:
             if not await self.store.exists(c, who.project_id, request.session_id):
                 raise session_not_found(request.session_id)
-            messages = await self.store.list_messages(
-                c, who.project_id, request.session_id, after, limit + 1
+            rows = await self.store.list_messages(
+                c, who.project_id, request.session_id, after, page.fetch
             )
-        response = pb.ListMessagesResponse(messages=messages[:limit])
-        if len(messages) > limit:
-            response.next_page_token = self.page_tokens.encode(
-                "ListMessages", filters, [messages[limit - 1].sequence]
-            )
-        return response
+        messages, token = page.finish(rows, lambda m: [m.sequence])
+        return pb.ListMessagesResponse(messages=messages, next_page_token=token)
 
     async def fork(self, who: Principal, request: pb.ForkSessionRequest) -> session_pb2.Session:
         project_id = who.project_id

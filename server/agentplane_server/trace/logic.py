@@ -16,7 +16,7 @@ from agentplane.trace.v1 import trace_service_pb2 as pb
 from agentplane_server.context import Principal
 from agentplane_server.errors import NotFound, ResourceExhausted
 from agentplane_server.feedback.store import FeedbackFilter, FeedbackStore
-from agentplane_server.pagination import PageTokens, clamp_page_size
+from agentplane_server.pagination import PageTokens
 from agentplane_server.storage.db import Database, now_us
 from agentplane_server.trace.attributes import to_struct
 from agentplane_server.trace.ingest import convert, count_spans, summarize
@@ -216,27 +216,21 @@ class TraceLogic:
             "root": where.root_span_name,
             "min_duration": where.min_duration_us,
         }
-        position = self.page_tokens.decode(request.page_token, "ListTraces", filters)
-        after = (int(position[0]), str(position[1])) if position else None
-        limit = clamp_page_size(request.page_size, *TRACES_PAGE)
+        page = self.page_tokens.page("ListTraces", request, filters, TRACES_PAGE)
+        after = (int(page.position[0]), str(page.position[1])) if page.position else None
         async with self.db.read() as c:
-            rows = await self.store.list_summaries(c, who.project_id, where, after, limit + 1)
-            page = rows[:limit]
+            rows = await self.store.list_summaries(c, who.project_id, where, after, page.fetch)
+            summaries, token = page.finish(rows, lambda r: [r.start_time_us, r.trace_id])
             agents, models = await self.store.agents_and_models(
-                c, who.project_id, [r.trace_id for r in page]
+                c, who.project_id, [r.trace_id for r in summaries]
             )
-        response = pb.ListTracesResponse(
+        return pb.ListTracesResponse(
             traces=[
                 trace_from_row(r, agents.get(r.trace_id, []), models.get(r.trace_id, []))
-                for r in page
-            ]
+                for r in summaries
+            ],
+            next_page_token=token,
         )
-        if len(rows) > limit:
-            last = page[-1]
-            response.next_page_token = self.page_tokens.encode(
-                "ListTraces", filters, [last.start_time_us, last.trace_id]
-            )
-        return response
 
     async def get(self, who: Principal, trace_id: str) -> pb.GetTraceResponse:
         async with self.db.read() as c:
