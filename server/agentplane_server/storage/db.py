@@ -141,6 +141,9 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.is_sqlite:
             self._configure_sqlite(self.engine, timeout)
+        # The same engine (pool, events) with the write option set once, rather than on each
+        # connection at every write (a round trip through the async adapter per transaction).
+        self._write_engine = self.engine.execution_options(agentplane_write=True)
 
     @staticmethod
     def _configure_sqlite(engine: AsyncEngine, timeout: float) -> None:
@@ -179,10 +182,8 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.bounded(), self.engine.connect() as connection:
-            await connection.execution_options(agentplane_write=True)
-            async with connection.begin():
-                yield connection
+        async with self.bounded(), self._write_engine.connect() as connection, connection.begin():
+            yield connection
 
     async def probe(self) -> None:
         """One cheap round trip; raises when the database is unavailable."""
