@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -291,6 +292,15 @@ def _public_handler(
             return await handler.unary_unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **kwargs)
+    if handler.unary_stream and inspect.iscoroutinefunction(handler.unary_stream):
+        # Written with context.write (grpc_health's Watch): stays a coroutine, so that the
+        # framework (and the HTTP listener) let it write.
+
+        async def unary_stream_writer(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await refuse(request, context)
+            await handler.unary_stream(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream_writer, **kwargs)
     if handler.unary_stream:
 
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
