@@ -3,7 +3,7 @@ PostgreSQL, beside an echo gRPC server measured in the same run. Prints one JSON
 
     .venv/bin/python bench/bench_sessions.py            # full run, about 50-90 s
     .venv/bin/python bench/bench_sessions.py --quick    # smoke run, about 15 s
-    .venv/bin/python bench/bench_sessions.py --profile /tmp/prof   # + py-spy (pip install py-spy)
+    .venv/bin/python bench/bench_sessions.py --profile /tmp/prof   # + py-spy (the dev extra)
 
 Latency: one call in flight, p50/p99 in microseconds. Throughput: `--concurrency` asyncio tasks
 on one grpc.aio channel calling back to back. The client is this process; each server is a

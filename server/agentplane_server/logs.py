@@ -22,6 +22,18 @@ class _CallContext(logging.Filter):
         return True
 
 
+class _Handoff(logging.handlers.QueueHandler):
+    """Hands records to the writer thread. The standard prepare() formats the message and
+    copies every record so that it can cross a process boundary; this queue stays in the
+    process, so a record with nothing to render (no args, exception or stack, as the access
+    log's) is passed as it is, and the others as the standard handler prepares them."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if record.args or record.exc_info or record.stack_info:
+            return super().prepare(record)
+        return record
+
+
 def configure_logging(level: str = "INFO") -> None:
     """JSON lines on stderr. Records are formatted and written by a background thread
     (QueueListener), so the event loop serving calls never waits on the terminal or a pipe;
@@ -35,7 +47,7 @@ def configure_logging(level: str = "INFO") -> None:
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )
     )
-    handoff = logging.handlers.QueueHandler(queue.SimpleQueue())
+    handoff = _Handoff(queue.SimpleQueue())
     handoff.addFilter(_CallContext())
     if _listener is not None:
         _listener.stop()

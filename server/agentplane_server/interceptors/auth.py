@@ -71,6 +71,8 @@ class MethodInfo:
     service: str
     name: str
     read_only: bool
+    # Its request carries its own credential (SELF_AUTHENTICATED_METHODS), decided once here.
+    self_authenticated: bool = False
 
 
 def method_info(path: str) -> MethodInfo:
@@ -81,7 +83,12 @@ def method_info(path: str) -> MethodInfo:
         read_only = method.GetOptions().idempotency_level == _NO_SIDE_EFFECTS
     except KeyError:
         read_only = False
-    return MethodInfo(service=service, name=name, read_only=read_only)
+    return MethodInfo(
+        service=service,
+        name=name,
+        read_only=read_only,
+        self_authenticated=f"{service}/{name}" in SELF_AUTHENTICATED_METHODS,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +130,7 @@ class Authenticator:
         method: MethodInfo,
         auth_context: Mapping[str, Sequence[bytes]] | None = None,
     ) -> Principal:
-        if f"{method.service}/{method.name}" in SELF_AUTHENTICATED_METHODS:
+        if method.self_authenticated:
             return ANONYMOUS
         principal, key_limit = await self._credential(metadata, auth_context)
         principal = await self._apply_project_header(principal, metadata.get(PROJECT_HEADER, ""))

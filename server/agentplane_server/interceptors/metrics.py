@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 RPC_REQUESTS = Counter(
@@ -17,6 +19,18 @@ RPC_DURATION = Histogram(
 )
 
 
+# The labelled children, looked up once per (service, method, code) rather than on every call
+# (labels() takes a lock and builds its key each time). Bounded: methods and codes are finite.
+_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
 def observe(service: str, method: str, code: str, seconds: float) -> None:
-    RPC_REQUESTS.labels(service, method, code).inc()
-    RPC_DURATION.labels(service, method).observe(seconds)
+    key = (service, method, code)
+    children = _children.get(key)
+    if children is None:
+        children = _children[key] = (
+            RPC_REQUESTS.labels(service, method, code),
+            RPC_DURATION.labels(service, method),
+        )
+    children[0].inc()
+    children[1].observe(seconds)

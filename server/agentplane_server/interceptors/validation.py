@@ -18,55 +18,103 @@ _MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
 _MAX_DURATION_SECONDS = 315_576_000_000
 
 
-def wire_safety_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
+def wire_safety_violations(message: Message) -> list[FieldViolation]:
     """Checks every request needs beyond its contract rules, in one walk of the message:
     no NUL characters in strings (PostgreSQL text cannot hold them, so both databases refuse
     them alike), Timestamps in the well-known type's range, and finite numbers in Structs."""
     found: list[FieldViolation] = []
-    for field, value in message.ListFields():
-        path = f"{prefix}{field.name}"
-        if field.type == field.TYPE_STRING:
-            values = (
-                value.items()
-                if _is_map(field)
-                else (enumerate(value) if _is_repeated(field) else [(None, value)])
-            )
-            for key, text in values:
-                if "\x00" in text or (isinstance(key, str) and "\x00" in key):
-                    found.append(
-                        FieldViolation(
-                            _sub(path, key), "must not contain NUL characters", "string.no_nul"
-                        )
-                    )
-        elif field.type == field.TYPE_MESSAGE:
-            items = (
-                value.items()
-                if _is_map(field)
-                else (enumerate(value) if _is_repeated(field) else [(None, value)])
-            )
-            for key, item in items:
-                if not isinstance(item, Message):  # a scalar map value
-                    texts = [key, item]
-                    if any(isinstance(t, str) and "\x00" in t for t in texts):
-                        found.append(
-                            FieldViolation(
-                                _sub(path, key), "must not contain NUL characters", "string.no_nul"
-                            )
-                        )
-                    continue
-                found += _special(item, _sub(path, key))
-                found += wire_safety_violations(item, _sub(path, key) + ".")
+    _walk(message, (), found)
     return found
 
 
-def _special(item: Message, path: str) -> list[FieldViolation]:
+# Where a value sits, as ((field name, map key or list index or None), ...): the path string is
+# only formatted for a violation, not for every field of every request.
+_Location = tuple[tuple[str, object], ...]
+_NUL = "must not contain NUL characters"
+# How a field is walked, by field descriptor: decided once per field, not once per call.
+_STRING, _STRINGS, _MESSAGE, _MESSAGES, _MAP = range(5)
+_KINDS: dict[object, int | None] = {}
+
+
+def _kind(field) -> int | None:  # type: ignore[no-untyped-def]
+    try:
+        return _KINDS[field]
+    except KeyError:
+        pass
+    kind: int | None = None
+    if field.type == field.TYPE_STRING:
+        kind = _STRINGS if _is_repeated(field) else _STRING
+    elif field.type == field.TYPE_MESSAGE:
+        if _is_map(field):
+            kind = _MAP
+        else:
+            kind = _MESSAGES if _is_repeated(field) else _MESSAGE
+    _KINDS[field] = kind
+    return kind
+
+
+def _walk(message: Message, where: _Location, found: list[FieldViolation]) -> None:
+    for field, value in message.ListFields():
+        kind = _kind(field)
+        if kind is None:
+            continue
+        name = field.name
+        if kind == _STRING:
+            if "\x00" in value:
+                found.append(FieldViolation(_path((*where, (name, None))), _NUL, "string.no_nul"))
+        elif kind == _STRINGS:
+            for index, text in enumerate(value):
+                if "\x00" in text:
+                    at = _path((*where, (name, index)))
+                    found.append(FieldViolation(at, _NUL, "string.no_nul"))
+        elif kind == _MESSAGE:
+            _item(value, (*where, (name, None)), found)
+        elif kind == _MESSAGES:
+            for index, item in enumerate(value):
+                _item(item, (*where, (name, index)), found)
+        else:  # a map: message values are walked, string keys and values checked
+            for key, item in value.items():
+                if isinstance(item, Message):
+                    _item(item, (*where, (name, key)), found)
+                elif any(isinstance(t, str) and "\x00" in t for t in (key, item)):
+                    at = _path((*where, (name, key)))
+                    found.append(FieldViolation(at, _NUL, "string.no_nul"))
+
+
+def _item(item: Message, where: _Location, found: list[FieldViolation]) -> None:
+    name = item.DESCRIPTOR.full_name
+    if name == "google.protobuf.Value":  # most of a Struct: one kind set, no generic walk
+        kind = item.WhichOneof("kind")
+        if kind == "number_value" or kind == "string_value":
+            found += _special(item, where)
+            if kind == "string_value" and "\x00" in item.string_value:  # type: ignore[attr-defined]
+                at = _path((*where, ("string_value", None)))
+                found.append(FieldViolation(at, _NUL, "string.no_nul"))
+        elif kind == "struct_value" or kind == "list_value":
+            _item(getattr(item, kind), (*where, (kind, None)), found)
+        return
+    if name in _SPECIAL:
+        found += _special(item, where)
+    _walk(item, where, found)
+
+
+def _path(where: _Location) -> str:
+    return ".".join(_sub(name, key) for name, key in where)
+
+
+_SPECIAL = frozenset(
+    {"google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.Value"}
+)
+
+
+def _special(item: Message, where: _Location) -> list[FieldViolation]:
     name = item.DESCRIPTOR.full_name
     if name == "google.protobuf.Timestamp":
         seconds, nanos = item.seconds, item.nanos  # type: ignore[attr-defined]
         if not (_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos <= 999_999_999):
             return [
                 FieldViolation(
-                    path, "must be a valid timestamp (years 1 to 9999)", "timestamp.valid"
+                    _path(where), "must be a valid timestamp (years 1 to 9999)", "timestamp.valid"
                 )
             ]
     elif name == "google.protobuf.Duration":
@@ -78,7 +126,7 @@ def _special(item: Message, path: str) -> list[FieldViolation]:
         ):
             return [
                 FieldViolation(
-                    path,
+                    _path(where),
                     "must be a valid duration (at most 315,576,000,000 seconds either way)",
                     "duration.valid",
                 )
@@ -88,7 +136,9 @@ def _special(item: Message, path: str) -> list[FieldViolation]:
         if item.WhichOneof("kind") == "number_value" and not math.isfinite(number):
             return [
                 FieldViolation(
-                    path, "must be a finite number (JSON has no NaN or Infinity)", "struct.finite"
+                    _path(where),
+                    "must be a finite number (JSON has no NaN or Infinity)",
+                    "struct.finite",
                 )
             ]
     return []

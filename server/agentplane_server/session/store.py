@@ -287,7 +287,8 @@ class SessionStore:
         return None if row is None else (row.state, row.last_sequence)
 
     async def insert_messages(self, c: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        await c.execute(M.insert(), rows)
+        # One row (the common append) runs as a single execute, not an executemany.
+        await c.execute(_INSERT_MESSAGES, rows[0] if len(rows) == 1 else rows)
 
     async def list_messages(
         self,
@@ -356,3 +357,4 @@ _RESERVE = (
     .returning(S.c.last_sequence, S.c.agent_ids)
 )
 _RESERVE_IF_AT = _RESERVE.where(S.c.last_sequence == sa.bindparam("p_expected"))
+_INSERT_MESSAGES = M.insert()

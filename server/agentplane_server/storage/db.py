@@ -125,6 +125,9 @@ class Database:
         options: dict = {}
         if self.is_sqlite:
             options["connect_args"] = {"timeout": timeout}
+            # Returned connections are rolled back by the "reset" hook below, only when a
+            # transaction is still open.
+            options["pool_reset_on_return"] = None
         else:
             settings = f"-c statement_timeout={int(timeout * 1000)}"
             given = make_url(self.url).query.get("options")
@@ -141,6 +144,9 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.is_sqlite:
             self._configure_sqlite(self.engine, timeout)
+        # The same engine (pool, events) with the write option set once, rather than on each
+        # connection at every write (a round trip through the async adapter per transaction).
+        self._write_engine = self.engine.execution_options(agentplane_write=True)
 
     @staticmethod
     def _configure_sqlite(engine: AsyncEngine, timeout: float) -> None:
@@ -153,6 +159,14 @@ class Database:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             cursor.close()
+
+        @event.listens_for(engine.sync_engine, "reset")
+        def _on_reset(dbapi_connection, _record, state) -> None:  # type: ignore[no-untyped-def]
+            # What the pool's rollback-on-return does, skipped when no transaction is open (a
+            # committed write, a read): each aiosqlite call is a trip to its thread. This is
+            # SQLAlchemy's documented custom reset (pool_reset_on_return=None + this event).
+            if state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
+                dbapi_connection.rollback()
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
@@ -179,10 +193,8 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.bounded(), self.engine.connect() as connection:
-            await connection.execution_options(agentplane_write=True)
-            async with connection.begin():
-                yield connection
+        async with self.bounded(), self._write_engine.connect() as connection, connection.begin():
+            yield connection
 
     async def probe(self) -> None:
         """One cheap round trip; raises when the database is unavailable."""
