@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from agentplane_server.errors import NotFound, PermissionDenied, Unauthenticated
 from agentplane_server.storage import tables
 from agentplane_server.storage.db import Database, now_us
 
+log = logging.getLogger(__name__)
 PROJECT_HEADER = "x-agentplane-project"
 CACHE_SECONDS = 5.0
 TOUCH_EVERY_US = 60_000_000  # last_used_time is written at most once a minute per key
@@ -210,8 +212,12 @@ class Authenticator:
         return principal, entry.rate_limit
 
     async def _touch(self, key_id: str) -> None:
-        async with self.db.write() as c:
-            await touch_key(c, key_id)
+        # Best effort, off the call's path: a busy or unreachable database only delays it.
+        try:
+            async with self.db.write() as c:
+                await touch_key(c, key_id)
+        except Exception as exc:  # written again a minute later (TOUCH_EVERY_US)
+            log.warning("could not record an API key's last use: %s", type(exc).__name__)
 
     async def _project(self, project_id: str) -> _ProjectEntry:
         entry = self._projects.get(project_id)

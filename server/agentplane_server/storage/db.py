@@ -125,9 +125,6 @@ class Database:
         options: dict = {}
         if self.is_sqlite:
             options["connect_args"] = {"timeout": timeout}
-            # Returned connections are rolled back by the "reset" hook below, only when a
-            # transaction is still open.
-            options["pool_reset_on_return"] = None
         else:
             settings = f"-c statement_timeout={int(timeout * 1000)}"
             given = make_url(self.url).query.get("options")
@@ -159,14 +156,6 @@ class Database:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             cursor.close()
-
-        @event.listens_for(engine.sync_engine, "reset")
-        def _on_reset(dbapi_connection, _record, state) -> None:  # type: ignore[no-untyped-def]
-            # What the pool's rollback-on-return does, skipped when no transaction is open (a
-            # committed write, a read): each aiosqlite call is a trip to its thread. This is
-            # SQLAlchemy's documented custom reset (pool_reset_on_return=None + this event).
-            if state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
-                dbapi_connection.rollback()
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
